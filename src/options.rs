@@ -1,0 +1,137 @@
+//! Everything a store can be opened with.
+
+use crate::codec::CompressionPolicy;
+use crate::index::IndexBackend;
+use std::fmt;
+use std::sync::Arc;
+
+/// When appended bytes are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Only when the caller calls `sync()` (or `save_index`/`close`). Fastest;
+    /// a process crash still loses nothing (the bytes are in the OS page
+    /// cache), a power loss loses what was appended since the last `sync`.
+    #[default]
+    Manual,
+    /// `append` returns only after its record is on stable storage; the
+    /// fsync runs inside the writer lock, one per append.
+    EveryAppend,
+    /// `append` returns only after its record is on stable storage, but waits
+    /// for the fsync outside the writer lock: appenders that arrive while one
+    /// fsync runs share the next one (group commit).
+    GroupCommit,
+}
+
+/// Severity of a message the store emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum LogLevel {
+    /// Something failed.
+    Error = 1,
+    /// Something needs attention (memory growth, recovery cut a torn tail).
+    Warn = 2,
+    /// Routine information (what recovery did).
+    Info = 3,
+}
+
+/// A callback that receives every message the store logs, besides the `log` crate.
+pub type LogCallback = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// Options for [`crate::PayloadStore::open_with_options`]. Build with the
+/// chained setters on `Options::default()`.
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) backend: IndexBackend,
+    pub(crate) sync: SyncPolicy,
+    pub(crate) compression: CompressionPolicy,
+    pub(crate) memory_warnings: Vec<u64>,
+    pub(crate) read_only: bool,
+    pub(crate) repair: bool,
+    pub(crate) auto_checkpoint_bytes: u64,
+    pub(crate) logger: Option<LogCallback>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        const MIB: u64 = 1 << 20;
+        Options {
+            backend: IndexBackend::HashMap,
+            sync: SyncPolicy::Manual,
+            compression: CompressionPolicy::default(),
+            memory_warnings: vec![64 * MIB, 256 * MIB, 1024 * MIB, 4096 * MIB],
+            read_only: false,
+            repair: false,
+            auto_checkpoint_bytes: 1 << 30,
+            logger: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("backend", &self.backend)
+            .field("sync", &self.sync)
+            .field("compression", &self.compression)
+            .field("memory_warnings", &self.memory_warnings)
+            .field("read_only", &self.read_only)
+            .field("repair", &self.repair)
+            .field("auto_checkpoint_bytes", &self.auto_checkpoint_bytes)
+            .field("logger", &self.logger.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    /// Index backend (default `HashMap`).
+    pub fn backend(mut self, backend: IndexBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Sync policy (default `Manual`).
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+    /// Thresholds and levels of the automatic compression choice.
+    pub fn compression(mut self, policy: CompressionPolicy) -> Self {
+        self.compression = policy;
+        self
+    }
+    /// Turns automatic compression off (`append(.., None)` stores raw);
+    /// an explicit codec passed to `append` is still honoured.
+    pub fn compression_enabled(mut self, enabled: bool) -> Self {
+        self.compression.enabled = enabled;
+        self
+    }
+    /// Index-memory sizes (bytes) at which a warning is logged, once each.
+    pub fn memory_warnings(mut self, thresholds: Vec<u64>) -> Self {
+        self.memory_warnings = thresholds;
+        self.memory_warnings.sort_unstable();
+        self
+    }
+    /// Opens without writing anything; appends fail with `Error::ReadOnly`.
+    /// Several read-only handles may share a store; none can while a writer has it.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+    /// On a damaged record in the durable part of the log, keep every intact
+    /// record (damaged regions are overwritten by padding records) instead
+    /// of failing with `Error::Corrupt`.
+    pub fn repair(mut self, repair: bool) -> Self {
+        self.repair = repair;
+        self
+    }
+    /// Saves the index checkpoint automatically after this many appended
+    /// bytes (0 = never; default 1 GiB), which bounds recovery time.
+    pub fn auto_checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.auto_checkpoint_bytes = bytes;
+        self
+    }
+    /// Receives every message the store logs (memory warnings, recovery).
+    pub fn log_callback(mut self, cb: LogCallback) -> Self {
+        self.logger = Some(cb);
+        self
+    }
+}

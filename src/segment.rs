@@ -1,0 +1,238 @@
+//! The log file and its memory maps.
+//!
+//! # How the maps follow a growing file
+//!
+//! The file is mapped in fixed chunks: chunk `i` maps file bytes
+//! `[i·CHUNK, i·CHUNK + CHUNK + MAX_RECORD_LEN)`, so any record that *starts*
+//! in chunk `i` lies entirely inside chunk `i`'s mapping, and every offset has
+//! exactly one mapping it is read and written through. A chunk is mapped once,
+//! the first time the log reaches it, and is never unmapped or moved while the
+//! `Segment` lives: a pointer handed to a reader stays valid for as long as it
+//! borrows the `Segment`. Mapping past the end of the file is allowed; those
+//! pages only become accessible once the file has grown over them.
+//!
+//! # Writes
+//!
+//! Appends copy bytes into the shared mapping (no syscall per append). The
+//! file is grown ahead of the writer with `fallocate`, so the blocks are
+//! reserved: a full disk is an `Error::NoSpace` from `reserve`, never a SIGBUS
+//! in the middle of a copy. `committed` is published with `Release` after the
+//! copy; readers load it with `Acquire` and only read below it.
+//!
+//! # SAFETY argument for reading through the maps
+//!
+//! A `&[u8]` handed out by [`Segment::bytes`] covers bytes in `[LOG_HEADER_LEN,
+//! committed)`. Those bytes:
+//! 1. lie inside the file (the file is never shorter than `committed` while
+//!    the segment is open: it is only truncated at open, before any reader
+//!    exists, and at close, when no reader can exist), so no SIGBUS;
+//! 2. are never written again (the log is append-only; the only in-place
+//!    writes are the watermark slot in the file header, below
+//!    `LOG_HEADER_LEN`, and repair's padding records, written at open before
+//!    `committed` is published);
+//! 3. cannot be changed by another process, because the directory is
+//!    `flock`ed by every handle (advisory: a process that ignores the lock and
+//!    truncates or rewrites the file is outside what this library can defend
+//!    against, exactly as for any mmap-based store).
+
+use crate::error::{Error, Result};
+use crate::format::{self, LOG_HEADER_LEN, MAX_RECORD_LEN};
+use crate::sys;
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// log2 of the chunk size (4 GiB).
+const CHUNK_SHIFT: u32 = 32;
+/// Number of chunk slots: the log can grow to 16 TiB.
+const MAX_CHUNKS: usize = 4096;
+/// Largest log file.
+pub const MAX_LOG_LEN: u64 = (MAX_CHUNKS as u64) << CHUNK_SHIFT;
+/// Each chunk's mapping overlaps the next by one maximal record.
+const MAP_LEN: u64 = (1 << CHUNK_SHIFT) + MAX_RECORD_LEN + 4096;
+
+/// The writer's view of the file; lives inside the store's writer lock, so
+/// holding `&mut WriteCursor` proves the caller is the only writer.
+#[derive(Debug)]
+pub struct WriteCursor {
+    /// End of the last complete record (== `Segment::committed`).
+    pub end: u64,
+    /// Current file length: bytes reserved on disk.
+    pub capacity: u64,
+}
+
+/// The log file, mapped.
+pub struct Segment {
+    path: PathBuf,
+    file: File,
+    writable: bool,
+    chunks: Box<[OnceLock<MmapRaw>]>,
+    map_lock: Mutex<()>,
+    committed: AtomicU64,
+}
+
+impl Segment {
+    /// Wraps an open log file; maps nothing yet.
+    pub fn new(path: PathBuf, file: File, writable: bool) -> Segment {
+        Segment {
+            path,
+            file,
+            writable,
+            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
+            map_lock: Mutex::new(()),
+            committed: AtomicU64::new(LOG_HEADER_LEN),
+        }
+    }
+
+    /// End of the last complete record: readers may read below it.
+    #[inline]
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new committed end. Only the open path and the writer call it.
+    pub fn set_committed(&self, end: u64) {
+        self.committed.store(end, Ordering::Release);
+    }
+
+    /// Maps every chunk that holds bytes below `end`.
+    pub fn map_upto(&self, end: u64) -> Result<()> {
+        if end > MAX_LOG_LEN {
+            return Err(Error::PayloadTooLarge { len: end, max: MAX_LOG_LEN });
+        }
+        let last = end.saturating_sub(1) >> CHUNK_SHIFT;
+        for i in 0..=last as usize {
+            if self.chunks[i].get().is_some() {
+                continue;
+            }
+            let _g = self.map_lock.lock();
+            if self.chunks[i].get().is_some() {
+                continue;
+            }
+            let mut opts = MmapOptions::new();
+            opts.offset((i as u64) << CHUNK_SHIFT).len(MAP_LEN as usize);
+            // SAFETY: see the module docs: the mapping is only dereferenced
+            // below `committed` (reads) or below the reserved file length
+            // (the single writer), and the file is locked against others.
+            let map = if self.writable { opts.map_raw(&self.file) } else { opts.map_raw_read_only(&self.file) }
+                .map_err(|e| Error::io("mapping the log", &self.path, e))?;
+            let _ = self.chunks[i].set(map);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn ptr(&self, off: u64) -> *mut u8 {
+        let chunk = (off >> CHUNK_SHIFT) as usize;
+        let map = self.chunks[chunk].get().expect("chunk mapped before use");
+        // `off - chunk start` < CHUNK ≤ MAP_LEN: the result stays inside the mapping.
+        map.as_mut_ptr().wrapping_add((off & ((1 << CHUNK_SHIFT) - 1)) as usize)
+    }
+
+    /// The bytes `[off, off + len)` when they lie below the committed end and
+    /// past the file header; `None` otherwise.
+    #[inline]
+    pub fn bytes(&self, off: u64, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len as u64)?;
+        if off < LOG_HEADER_LEN || end > self.committed() || len as u64 > MAX_RECORD_LEN {
+            return None;
+        }
+        // SAFETY: `[off, end)` is below `committed`: inside the file, mapped
+        // (chunks are mapped before `committed` passes into them), never
+        // written again, and a record-sized range starting in a chunk lies
+        // inside that chunk's mapping (MAP_LEN overlap). See the module docs.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr(off), len) })
+    }
+
+    /// Reads the id of the record at `off` (an offset taken from the index,
+    /// so it is a committed record start). Returns `None` if out of range.
+    #[inline]
+    pub fn peek_id(&self, off: u64) -> Option<u128> {
+        self.bytes(off, format::RECORD_HEADER_LEN).map(format::RecordHeader::peek_id)
+    }
+
+    /// Appends `parts` as one record at `cur.end`, growing and mapping the
+    /// file as needed, then publishes the new end. Returns the record offset.
+    pub fn append(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let off = cur.end;
+        let new_end = off + len;
+        if new_end > MAX_LOG_LEN {
+            return Err(Error::PayloadTooLarge { len: new_end, max: MAX_LOG_LEN });
+        }
+        if new_end > cur.capacity {
+            self.grow(cur, new_end)?;
+        }
+        let mut at = off;
+        for p in parts {
+            // SAFETY: `[at, at + p.len())` is inside the reserved file (capacity
+            // ≥ new_end), inside the chunk mapping of `off` (record ≤
+            // MAX_RECORD_LEN), and at or past `committed`, so no reader holds
+            // a reference to it; `&mut WriteCursor` makes us the only writer.
+            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.ptr(at), p.len()) };
+            at += p.len() as u64;
+        }
+        cur.end = new_end;
+        self.set_committed(new_end);
+        Ok(off)
+    }
+
+    fn grow(&self, cur: &mut WriteCursor, needed: u64) -> Result<()> {
+        const MIB: u64 = 1 << 20;
+        let step = (cur.capacity / 8).clamp(4 * MIB, 1024 * MIB);
+        let new_cap = (needed.max(cur.capacity + step)).div_ceil(MIB) * MIB;
+        let new_cap = new_cap.min(MAX_LOG_LEN).max(needed);
+        sys::reserve(&self.file, &self.path, cur.capacity, new_cap)?;
+        self.map_upto(new_cap)?;
+        cur.capacity = new_cap;
+        Ok(())
+    }
+
+    /// Overwrites `bytes` at `off` below the committed end. Only for repair at
+    /// open, before the segment is shared with any reader.
+    pub fn overwrite_at_open(&self, off: u64, bytes: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        assert!(off >= LOG_HEADER_LEN && off + bytes.len() as u64 <= self.committed());
+        // SAFETY: in range of the file and mapping (checked above); called only
+        // while the store is being opened, so no reader exists.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr(off), bytes.len()) };
+        Ok(())
+    }
+
+    /// Writes the watermark slot of the file header. Callers serialize on the
+    /// store's sync lock; readers never read below `LOG_HEADER_LEN`.
+    pub fn write_watermark(&self, watermark: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let slot = format::encode_watermark(watermark);
+        // SAFETY: the header page is inside the file (created with its header)
+        // and chunk 0 is mapped at open; the slot is written only under the
+        // sync lock and read by nobody while the store is open.
+        unsafe { std::ptr::copy_nonoverlapping(slot.as_ptr(), self.ptr(format::LH_WATERMARK as u64), slot.len()) };
+        Ok(())
+    }
+
+    /// Makes everything written through the maps durable.
+    pub fn sync(&self) -> Result<()> {
+        #[cfg(not(target_os = "linux"))]
+        for map in self.chunks.iter().map_while(|c| c.get()) {
+            map.flush().map_err(|e| Error::io("flushing the log map", &self.path, e))?;
+        }
+        // On Linux fdatasync writes back pages dirtied through shared maps too.
+        sys::sync_data(&self.file, &self.path)
+    }
+
+    /// Sets the file length (open-time recovery and close only).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| Error::io("truncating the log", &self.path, e))
+    }
+}

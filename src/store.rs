@@ -1,0 +1,728 @@
+//! `PayloadStore`: the façade tying log, index, checkpoint and recovery together.
+//!
+//! # Durability contract
+//!
+//! - When `append` returns, the record is in the log's shared mapping (the
+//!   OS page cache) and in the index: every later `get` sees it, and a crash
+//!   of the *process* cannot lose it.
+//! - When `sync` returns (or `append` under `EveryAppend`/`GroupCommit`),
+//!   every record appended before it is on stable storage: a power loss
+//!   cannot lose it. [`PayloadStore::durable_offset`] says how far that
+//!   reaches without forcing an fsync.
+//! - The index checkpoint never covers more than was durable when it was
+//!   saved (`save_index` syncs first), and open replays only the log after it.
+//! - A failed fsync poisons the handle: later appends and syncs return
+//!   `Error::Poisoned` instead of pretending the lost writes are durable.
+
+use crate::checkpoint;
+use crate::codec::{self, CompressionType};
+use crate::error::{Error, Result};
+use crate::format::{self, CheckpointHeader, Counters, LogHeader, RecordHeader, RecordKind, LOG_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::index::memory::{MemIndex, MemWriter};
+use crate::index::IndexBackend;
+use crate::options::{LogLevel, Options, SyncPolicy};
+use crate::recovery::{self, Mode};
+use crate::segment::{Segment, WriteCursor};
+use crate::stats::{CodecStats, IndexSource, PayloadStats, RecoveryReport};
+use crate::sys;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Largest payload `append` accepts (1 GiB).
+pub const MAX_PAYLOAD_LEN: u64 = format::MAX_PAYLOAD_LEN;
+
+/// State only the writer touches; behind `PayloadStore::writer`.
+struct Writer {
+    cur: WriteCursor,
+    mem: MemWriter,
+    counters: Counters,
+    last_record: u64,
+    next_warning: usize,
+}
+
+/// The last checkpoint written or loaded.
+#[derive(Clone, Copy, Default)]
+struct CheckpointMark {
+    covered_end: u64,
+    saved_at: Option<u64>,
+}
+
+/// A durable, crash-safe store of payloads keyed by 128-bit ids.
+///
+/// Thread-safe: share it (`&PayloadStore` or `Arc<PayloadStore>`) between
+/// threads. Reads run concurrently without locks; appends are serialized.
+///
+/// ```
+/// use payloadstore::{PayloadStore, CompressionType};
+/// let dir = std::env::temp_dir().join(format!("ps-doc-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let store = PayloadStore::open(&dir)?;
+/// let (offset, len, tag) = store.append(7, b"hello", None)?;
+/// assert_eq!(store.get(7)?.as_deref(), Some(&b"hello"[..]));
+/// let codec = CompressionType::try_from(tag)?;
+/// assert_eq!(store.get_at_offset(offset, len, codec)?, b"hello");
+/// store.sync()?; // durable against power loss from here on
+/// store.close()?;
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), payloadstore::Error>(())
+/// ```
+pub struct PayloadStore {
+    dir: PathBuf,
+    opts: Options,
+    salt: u64,
+    seg: Segment,
+    index: MemIndex,
+    writer: Mutex<Writer>,
+    live: AtomicU64,
+    sync_lock: Mutex<()>,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    checkpoint: Mutex<CheckpointMark>,
+    recovery: RecoveryReport,
+    closed: bool,
+    _lock: File,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PayloadStore>();
+};
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl PayloadStore {
+    /// Opens (creating if needed) a store with the in-memory HashMap index.
+    pub fn open<P: AsRef<Path>>(data_dir: P) -> Result<Self> {
+        Self::open_with_options(data_dir, Options::default())
+    }
+
+    /// Opens (creating if needed) a store with the given index backend.
+    pub fn open_with_backend<P: AsRef<Path>>(data_dir: P, backend: IndexBackend) -> Result<Self> {
+        Self::open_with_options(data_dir, Options::default().backend(backend))
+    }
+
+    /// Opens (creating if needed, unless read-only) a store with options.
+    pub fn open_with_options<P: AsRef<Path>>(data_dir: P, opts: Options) -> Result<Self> {
+        let started = Instant::now();
+        let dir = data_dir.as_ref().to_path_buf();
+        if opts.backend == IndexBackend::DiskHash {
+            return Err(Error::Unsupported("the DiskHash index backend is not available in this build"));
+        }
+        let writable = !opts.read_only;
+        if writable {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating the store directory", &dir, e))?;
+        }
+        let lock = sys::lock_dir(&dir.join(format::LOCK_FILE), writable)?;
+        let log_path = dir.join(format::LOG_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .create(writable)
+            .truncate(false)
+            .mode(0o644)
+            .open(&log_path)
+            .map_err(|e| Error::io("opening the log", &log_path, e))?;
+        let mut file_len = file.metadata().map_err(|e| Error::io("reading log metadata", &log_path, e))?.len();
+        let created = file_len == 0;
+        if created {
+            if !writable {
+                return Err(Error::NotAStore { path: log_path, reason: "the log is empty" });
+            }
+            let header = LogHeader { version: format::FORMAT_VERSION, salt: sys::random_u64(), generation: 0, created: sys::unix_now() };
+            file.write_all_at(&header.encode(LOG_HEADER_LEN), 0).map_err(|e| Error::io("writing the log header", &log_path, e))?;
+            sys::sync_data(&file, &log_path)?;
+            sys::sync_dir(&dir)?;
+            checkpoint::remove(&dir)?;
+            file_len = LOG_HEADER_LEN;
+        }
+        let mut hb = [0u8; LOG_HEADER_LEN as usize];
+        if file_len < LOG_HEADER_LEN {
+            return Err(Error::NotAStore { path: log_path, reason: "file shorter than the log header" });
+        }
+        file.read_exact_at(&mut hb, 0).map_err(|e| Error::io("reading the log header", &log_path, e))?;
+        let (header, watermark) = LogHeader::decode(&hb).map_err(|e| match e {
+            format::DecodeError::NotAStore(reason) => Error::NotAStore { path: log_path.clone(), reason },
+            format::DecodeError::Version(found) => Error::UnsupportedVersion { found, supported: format::FORMAT_VERSION },
+        })?;
+        let salt = header.salt;
+        let seg = Segment::new(log_path, file, writable);
+        seg.map_upto(file_len)?;
+        seg.set_committed(file_len);
+
+        let mut report = RecoveryReport::default();
+        let (index, mem, counters, start, mut mark) = match checkpoint::load(&dir) {
+            Ok(Some(ck)) => match usable_checkpoint(&seg, salt, file_len, &ck.header) {
+                Ok(()) => {
+                    let hdr = ck.header;
+                    match MemIndex::from_snapshot(ck.slots, ck.hi) {
+                        Some((index, mem)) => {
+                            report.source = IndexSource::Checkpoint;
+                            let mark = CheckpointMark { covered_end: hdr.covered_end, saved_at: Some(hdr.saved_at) };
+                            (index, mem, hdr.counters, (hdr.covered_end, hdr.last_record), mark)
+                        }
+                        None => {
+                            report.checkpoint_problem = Some("checkpoint slot table is inconsistent".into());
+                            fresh_index(file_len)
+                        }
+                    }
+                }
+                Err(problem) => {
+                    report.checkpoint_problem = Some(problem.into());
+                    fresh_index(file_len)
+                }
+            },
+            Ok(None) => {
+                if !created && file_len > LOG_HEADER_LEN {
+                    report.checkpoint_problem = Some("no checkpoint".into());
+                }
+                fresh_index(file_len)
+            }
+            Err(problem) => {
+                report.checkpoint_problem = Some(problem);
+                fresh_index(file_len)
+            }
+        };
+        if report.source != IndexSource::Checkpoint && !created {
+            report.source = IndexSource::FullScan;
+            mark = CheckpointMark::default();
+        }
+        let mut w = Writer {
+            cur: WriteCursor { end: start.0, capacity: file_len },
+            mem,
+            counters,
+            last_record: start.1,
+            next_warning: 0,
+        };
+        let mode = Mode { watermark: watermark.unwrap_or(0), repair: opts.repair, writable };
+        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| apply(&seg, &index, &mut w, off, h))?;
+        w.cur.end = scan.end;
+        if scan.records > 0 {
+            w.last_record = scan.last_record;
+        }
+        report.replayed_records = scan.records;
+        report.replayed_bytes = scan.bytes;
+        report.torn_tail_bytes = scan.torn_tail_bytes;
+        report.torn_tail_offset = if scan.torn_tail_bytes > 0 { scan.end } else { 0 };
+        report.repaired_regions = scan.repaired;
+        seg.set_committed(scan.end);
+
+        let durable;
+        if writable {
+            if file_len > scan.end {
+                seg.set_len(scan.end)?;
+                w.cur.capacity = scan.end;
+            }
+            // Everything recovered is made durable once, so the watermark can cover it.
+            seg.write_watermark(scan.end)?;
+            seg.sync()?;
+            durable = scan.end;
+        } else {
+            durable = watermark.unwrap_or(LOG_HEADER_LEN).min(scan.end);
+        }
+        report.duration = started.elapsed();
+        let store = PayloadStore {
+            dir,
+            live: AtomicU64::new(w.counters.live),
+            writer: Mutex::new(w),
+            opts,
+            salt,
+            seg,
+            index,
+            sync_lock: Mutex::new(()),
+            durable: AtomicU64::new(durable),
+            poisoned: AtomicBool::new(false),
+            checkpoint: Mutex::new(mark),
+            recovery: report,
+            closed: false,
+            _lock: lock,
+        };
+        store.report_recovery();
+        store.check_memory(&mut store.writer.lock());
+        Ok(store)
+    }
+
+    fn report_recovery(&self) {
+        let r = &self.recovery;
+        if r.torn_tail_bytes > 0 {
+            self.emit(LogLevel::Warn, &format!("cut a torn tail of {} bytes at log offset {}", r.torn_tail_bytes, r.torn_tail_offset));
+        }
+        for (off, len) in &r.repaired_regions {
+            self.emit(LogLevel::Warn, &format!("repair: replaced {len} damaged bytes at log offset {off} by padding"));
+        }
+        if let Some(p) = &r.checkpoint_problem {
+            self.emit(LogLevel::Info, &format!("index rebuilt from the log: {p}"));
+        }
+    }
+
+    fn emit(&self, level: LogLevel, msg: &str) {
+        let l = match level {
+            LogLevel::Error => log::Level::Error,
+            LogLevel::Warn => log::Level::Warn,
+            LogLevel::Info => log::Level::Info,
+        };
+        log::log!(target: "payload_store", l, "{}: {msg}", self.dir.display());
+        if let Some(cb) = &self.opts.logger {
+            cb(level, msg);
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Appends a payload for `edge_id` and returns its location
+    /// `(offset, stored length, compression tag)`, valid for `get_at_offset`.
+    ///
+    /// `compression: None` picks by size (under 1 KiB none, up to 100 KiB
+    /// LZ4, above ZSTD; see `CompressionPolicy`); where compression does not
+    /// shrink the payload it is stored raw. An id that exists is replaced
+    /// (last write wins). Compression and checksumming run before the writer
+    /// lock is taken, so concurrent appenders compress in parallel.
+    pub fn append(&self, edge_id: u128, data: &[u8], compression: Option<CompressionType>) -> Result<(u64, u32, u8)> {
+        self.writable()?;
+        if data.len() as u64 > MAX_PAYLOAD_LEN {
+            return Err(Error::PayloadTooLarge { len: data.len() as u64, max: MAX_PAYLOAD_LEN });
+        }
+        let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
+        let (off, len, tag) = SCRATCH.with(|scratch| -> Result<_> {
+            let mut scratch = scratch.borrow_mut();
+            let (codec, stored): (CompressionType, &[u8]) =
+                if codec != CompressionType::None && codec::compress(codec, self.opts.compression.zstd_level, data, &mut scratch)? {
+                    (codec, &scratch)
+                } else {
+                    (CompressionType::None, data)
+                };
+            let header = RecordHeader {
+                crc: 0,
+                kind: RecordKind::Put,
+                compression: codec,
+                id: edge_id,
+                stored_len: stored.len() as u32,
+                raw_len: data.len() as u32,
+            };
+            let off = self.write_record(&header, stored)?;
+            if scratch.capacity() > 1 << 20 {
+                *scratch = Vec::new();
+            }
+            Ok((off, header.stored_len, codec as u8))
+        })?;
+        Ok((off, len, tag))
+    }
+
+    /// Appends one encoded record under the writer lock, applies it to the
+    /// index and honours the sync policy. Returns its offset.
+    fn write_record(&self, header: &RecordHeader, stored: &[u8]) -> Result<u64> {
+        let mut hb = header.encode();
+        format::seal(self.salt, &mut hb, stored);
+        let mut w = self.writer.lock();
+        self.writable()?;
+        let off = self.seg.append(&mut w.cur, &[&hb, stored])?;
+        apply(&self.seg, &self.index, &mut w, off, header);
+        self.live.store(w.counters.live, Ordering::Relaxed);
+        self.check_memory(&mut w);
+        let end = w.cur.end;
+        if self.opts.sync == SyncPolicy::EveryAppend {
+            self.sync_to(end)?;
+        }
+        drop(w);
+        if self.opts.sync == SyncPolicy::GroupCommit {
+            self.sync_to(end)?;
+        }
+        self.maybe_checkpoint(end);
+        Ok(off)
+    }
+
+    /// Deletes `edge_id`: writes a tombstone and drops it from the index.
+    /// Returns whether it was present. Its location stays readable through
+    /// `get_at_offset` until compaction.
+    pub fn delete(&self, edge_id: u128) -> Result<bool> {
+        self.writable()?;
+        if !self.has_payload(edge_id) {
+            return Ok(false);
+        }
+        let header =
+            RecordHeader { crc: 0, kind: RecordKind::Delete, compression: CompressionType::None, id: edge_id, stored_len: 0, raw_len: 0 };
+        self.write_record(&header, &[])?;
+        Ok(true)
+    }
+
+    fn check_memory(&self, w: &mut Writer) {
+        let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else { return };
+        let bytes = self.index.memory_bytes();
+        if bytes >= threshold {
+            w.next_warning += 1;
+            self.emit(
+                LogLevel::Warn,
+                &format!(
+                    "index memory reached {bytes} bytes (threshold {threshold}) for {} payloads; consider the DiskHash backend",
+                    w.counters.live
+                ),
+            );
+        }
+    }
+
+    fn maybe_checkpoint(&self, end: u64) {
+        let every = self.opts.auto_checkpoint_bytes;
+        if every == 0 {
+            return;
+        }
+        let covered = self.checkpoint.lock().covered_end;
+        if end.saturating_sub(covered) >= every {
+            if let Err(e) = self.save_index() {
+                self.emit(LogLevel::Error, &format!("automatic checkpoint failed: {e}"));
+            }
+        }
+    }
+
+    /// Offset of the newest record of `edge_id`.
+    #[inline]
+    fn locate(&self, edge_id: u128) -> Option<u64> {
+        self.index.get(edge_id, |off| self.seg.peek_id(off) == Some(edge_id))
+    }
+
+    /// The verified header and stored bytes of the record at `off`.
+    fn record(&self, off: u64) -> Result<(RecordHeader, &[u8])> {
+        let hb = self.seg.bytes(off, RECORD_HEADER_LEN).ok_or(Error::Corrupt { offset: off, reason: "index points past the log" })?;
+        let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| Error::ChecksumMismatch { offset: off })?;
+        let h = RecordHeader::decode(hb).map_err(|_| Error::ChecksumMismatch { offset: off })?;
+        let stored = self
+            .seg
+            .bytes(off + RECORD_HEADER_LEN as u64, h.stored_len as usize)
+            .ok_or(Error::ChecksumMismatch { offset: off })?;
+        if !format::checksum_ok(self.salt, hb, stored) {
+            return Err(Error::ChecksumMismatch { offset: off });
+        }
+        Ok((h, stored))
+    }
+
+    fn decode_into(&self, off: u64, h: &RecordHeader, stored: &[u8], out: &mut [u8]) -> Result<()> {
+        codec::decompress_into(h.compression, stored, out).map_err(|reason| Error::Corrupt { offset: off, reason })
+    }
+
+    fn read_vec(&self, off: u64) -> Result<Vec<u8>> {
+        let (h, stored) = self.record(off)?;
+        let mut out = vec![0u8; h.raw_len as usize];
+        self.decode_into(off, &h, stored, &mut out)?;
+        Ok(out)
+    }
+
+    /// The payload of `edge_id`, or `None` if it has none.
+    pub fn get(&self, edge_id: u128) -> Result<Option<Vec<u8>>> {
+        match self.locate(edge_id) {
+            None => Ok(None),
+            Some(off) => self.read_vec(off).map(Some),
+        }
+    }
+
+    /// Copies the payload of `edge_id` into `buf` without allocating.
+    /// Returns its length, `None` if absent, or `Error::BufferTooSmall
+    /// { needed }` when `buf` is shorter than the payload.
+    pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(off) = self.locate(edge_id) else { return Ok(None) };
+        let (h, stored) = self.record(off)?;
+        let n = h.raw_len as usize;
+        if n > buf.len() {
+            return Err(Error::BufferTooSmall { needed: n });
+        }
+        self.decode_into(off, &h, stored, &mut buf[..n])?;
+        Ok(Some(n))
+    }
+
+    /// Replaces the contents of `out` with the payload of `edge_id`, reusing
+    /// its capacity. Returns false (and leaves `out` empty) if absent.
+    pub fn get_to_vec(&self, edge_id: u128, out: &mut Vec<u8>) -> Result<bool> {
+        out.clear();
+        let Some(off) = self.locate(edge_id) else { return Ok(false) };
+        let (h, stored) = self.record(off)?;
+        out.resize(h.raw_len as usize, 0);
+        self.decode_into(off, &h, stored, out)?;
+        Ok(true)
+    }
+
+    /// Length of the payload of `edge_id` after decompression, if present.
+    pub fn payload_len(&self, edge_id: u128) -> Result<Option<usize>> {
+        match self.locate(edge_id) {
+            None => Ok(None),
+            Some(off) => self.record(off).map(|(h, _)| Some(h.raw_len as usize)),
+        }
+    }
+
+    /// Reads a location returned by `append`. The location must be exactly a
+    /// payload record with that stored length and compression whose checksum
+    /// matches; anything else is `Error::InvalidLocation` — never other bytes.
+    /// Locations of replaced or deleted payloads stay readable (until compaction).
+    pub fn get_at_offset(&self, offset: u64, length: u32, compression: CompressionType) -> Result<Vec<u8>> {
+        let bad = |reason| Error::InvalidLocation { offset, length, reason };
+        if offset < LOG_HEADER_LEN {
+            return Err(bad("offset is inside the file header"));
+        }
+        let total = u64::from(length) + RECORD_HEADER_LEN as u64;
+        if offset.checked_add(total).is_none_or(|end| end > self.seg.committed()) {
+            return Err(bad("location extends past the end of the log"));
+        }
+        let hb = self.seg.bytes(offset, RECORD_HEADER_LEN).ok_or(bad("location out of range"))?;
+        let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| bad("location out of range"))?;
+        let h = RecordHeader::decode(hb).map_err(|_| bad("no record header at this offset"))?;
+        if h.kind != RecordKind::Put {
+            return Err(bad("the record at this offset is not a payload"));
+        }
+        if h.stored_len != length {
+            return Err(bad("the record at this offset has another length"));
+        }
+        if h.compression != compression {
+            return Err(bad("the record at this offset has another compression"));
+        }
+        let stored = self.seg.bytes(offset + RECORD_HEADER_LEN as u64, length as usize).ok_or(bad("location out of range"))?;
+        if !format::checksum_ok(self.salt, hb, stored) {
+            return Err(bad("no intact record at this offset (checksum mismatch)"));
+        }
+        let mut out = vec![0u8; h.raw_len as usize];
+        self.decode_into(offset, &h, stored, &mut out)?;
+        Ok(out)
+    }
+
+    /// Whether `edge_id` has a payload.
+    pub fn has_payload(&self, edge_id: u128) -> bool {
+        self.locate(edge_id).is_some()
+    }
+
+    /// Number of live payloads.
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether the store holds no payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Log offset below which everything is durable. A location `(offset,
+    /// length, _)` is durable when `offset + 32 + length <= durable_offset()`.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// End of the log: everything appended so far lies below it.
+    pub fn appended_offset(&self) -> u64 {
+        self.seg.committed()
+    }
+
+    /// Makes every append that returned before this call durable.
+    pub fn sync(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.sync_to(self.seg.committed())
+    }
+
+    /// Makes the log durable at least up to `target`. Concurrent callers
+    /// share fsyncs: whoever holds the sync lock syncs everything written so far.
+    fn sync_to(&self, target: u64) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let _g = self.sync_lock.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        let prev = self.durable.load(Ordering::Acquire);
+        if prev >= target {
+            return Ok(());
+        }
+        let end = self.seg.committed();
+        // The header watermark records what the *previous* sync made durable:
+        // it is written by this fsync, so it never claims bytes that this
+        // fsync might tear.
+        let result = self.seg.write_watermark(prev).and_then(|()| self.seg.sync());
+        if let Err(e) = result {
+            self.poisoned.store(true, Ordering::Release);
+            self.emit(LogLevel::Error, &format!("fsync failed, store is now read-only: {e}"));
+            return Err(e);
+        }
+        self.durable.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Saves the index checkpoint atomically, after syncing the log, so that
+    /// the next open replays only what is appended after this call.
+    pub fn save_index(&self) -> Result<()> {
+        self.writable()?;
+        let mut mark = self.checkpoint.lock();
+        let w = self.writer.lock();
+        let end = w.cur.end;
+        if mark.saved_at.is_some() && mark.covered_end == end {
+            return Ok(());
+        }
+        self.sync_to(end)?;
+        let (slots, hi) = self.index.snapshot(&w.mem);
+        let header = CheckpointHeader {
+            backend: format::CKPT_BACKEND_MEMORY,
+            salt: self.salt,
+            covered_end: end,
+            last_record: w.last_record,
+            saved_at: sys::unix_now(),
+            slots: slots.len() as u64,
+            counters: w.counters,
+        };
+        drop(w);
+        checkpoint::save(&self.dir, &header, &slots, &hi)?;
+        *mark = CheckpointMark { covered_end: end, saved_at: Some(header.saved_at) };
+        Ok(())
+    }
+
+    /// Figures about the store; O(1).
+    pub fn stats(&self) -> PayloadStats {
+        let (c, end) = {
+            let w = self.writer.lock();
+            (w.counters, w.cur.end)
+        };
+        let mark = *self.checkpoint.lock();
+        let by: [CodecStats; 3] = std::array::from_fn(|i| CodecStats {
+            count: c.count_by_codec[i],
+            raw_bytes: c.raw_by_codec[i],
+            stored_bytes: c.stored_by_codec[i],
+        });
+        let raw: u64 = c.raw_by_codec.iter().sum();
+        let stored: u64 = c.stored_by_codec.iter().sum();
+        let mem = self.index.memory_bytes();
+        PayloadStats {
+            payloads: c.live,
+            live_bytes: c.live_bytes,
+            dead_bytes: c.dead_bytes,
+            file_bytes: end,
+            raw_bytes: raw,
+            by_compression: by,
+            compression_ratio: if stored == 0 { 1.0 } else { raw as f64 / stored as f64 },
+            index_memory_bytes: mem,
+            index_bytes_per_payload: if c.live == 0 { 0.0 } else { mem as f64 / c.live as f64 },
+            backend: self.opts.backend,
+            durable_offset: self.durable_offset(),
+            last_checkpoint_unix: mark.saved_at,
+            last_checkpoint_offset: mark.covered_end,
+            recovery: self.recovery.clone(),
+        }
+    }
+
+    /// Calls `f(edge_id, location)` for every live payload, in no particular order.
+    pub fn for_each(&self, mut f: impl FnMut(u128, (u64, u32, u8))) -> Result<()> {
+        let mut err = None;
+        self.index.for_each_offset(|off| match self.record(off) {
+            Ok((h, _)) => f(h.id, (off, h.stored_len, h.compression as u8)),
+            Err(e) => {
+                err.get_or_insert(e);
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Syncs, saves the index, trims the preallocated tail and releases the
+    /// store, reporting the first error (Drop does the same but can only log).
+    pub fn close(mut self) -> Result<()> {
+        let r = self.shutdown();
+        self.closed = true;
+        r
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.writable()?;
+        self.sync()?;
+        self.save_index()?;
+        let end = self.seg.committed();
+        // No reader can exist (we hold &mut self): trimming the file is safe.
+        self.seg.set_len(end)?;
+        self.seg.write_watermark(end)?;
+        self.seg.sync()
+    }
+}
+
+impl Drop for PayloadStore {
+    fn drop(&mut self) {
+        if !self.closed {
+            if let Err(e) = self.shutdown() {
+                self.emit(LogLevel::Error, &format!("closing the store failed: {e}"));
+            }
+        }
+    }
+}
+
+fn fresh_index(file_len: u64) -> (MemIndex, MemWriter, Counters, (u64, u64), CheckpointMark) {
+    // Guess the entry count from the log size (≥ 64 bytes per record) to
+    // avoid most rebuilds during a full scan.
+    let (index, mem) = MemIndex::new(file_len / 256);
+    (index, mem, Counters::default(), (LOG_HEADER_LEN, 0), CheckpointMark::default())
+}
+
+/// Why a checkpoint cannot be used, if it cannot.
+fn usable_checkpoint(seg: &Segment, salt: u64, file_len: u64, h: &CheckpointHeader) -> std::result::Result<(), &'static str> {
+    if h.salt != salt {
+        return Err("checkpoint belongs to another log");
+    }
+    if h.covered_end < LOG_HEADER_LEN || h.covered_end > file_len {
+        return Err("checkpoint covers more than the log holds");
+    }
+    if h.last_record == 0 {
+        return if h.covered_end == LOG_HEADER_LEN { Ok(()) } else { Err("checkpoint has no last record") };
+    }
+    match recovery::record_at(seg, salt, h.last_record, file_len) {
+        Ok(r) if h.last_record + r.record_len() == h.covered_end => Ok(()),
+        Ok(_) => Err("checkpoint end is not a record boundary"),
+        Err(_) => Err("checkpoint's last record is damaged or missing"),
+    }
+}
+
+/// Applies one record to index and counters: shared by append and recovery.
+fn apply(seg: &Segment, index: &MemIndex, w: &mut Writer, off: u64, h: &RecordHeader) {
+    let confirm = |o: u64| seg.peek_id(o) == Some(h.id);
+    let c = &mut w.counters;
+    match h.kind {
+        RecordKind::Put => {
+            if let Some(old) = index.upsert(&mut w.mem, h.id, off, confirm) {
+                retire(seg, c, old);
+            }
+            let t = h.compression as usize;
+            c.live += 1;
+            c.live_bytes += h.record_len();
+            c.count_by_codec[t] += 1;
+            c.raw_by_codec[t] += u64::from(h.raw_len);
+            c.stored_by_codec[t] += u64::from(h.stored_len);
+        }
+        RecordKind::Delete => {
+            if let Some(old) = index.remove(&mut w.mem, h.id, confirm) {
+                retire(seg, c, old);
+            }
+            c.dead_bytes += h.record_len();
+        }
+        RecordKind::Padding => c.dead_bytes += h.record_len(),
+    }
+    w.last_record = off;
+}
+
+/// Moves the record at `off` from live to dead in the counters.
+fn retire(seg: &Segment, c: &mut Counters, off: u64) {
+    let Some(hb) = seg.bytes(off, RECORD_HEADER_LEN) else { return };
+    let Ok(hb) = <&[u8; RECORD_HEADER_LEN]>::try_from(hb) else { return };
+    let Ok(h) = RecordHeader::decode(hb) else { return };
+    let t = h.compression as usize;
+    c.live = c.live.saturating_sub(1);
+    c.live_bytes = c.live_bytes.saturating_sub(h.record_len());
+    c.dead_bytes += h.record_len();
+    c.count_by_codec[t] = c.count_by_codec[t].saturating_sub(1);
+    c.raw_by_codec[t] = c.raw_by_codec[t].saturating_sub(u64::from(h.raw_len));
+    c.stored_by_codec[t] = c.stored_by_codec[t].saturating_sub(u64::from(h.stored_len));
+}

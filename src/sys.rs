@@ -1,0 +1,127 @@
+//! Thin wrappers over the OS calls the engine needs: directory locking, space
+//! reservation, durability barriers, atomic file replacement, randomness.
+//! Every file-system side effect of the engine goes through this module.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// Takes an exclusive (writer) or shared (read-only) lock on `<dir>/LOCK`.
+/// The lock lives as long as the returned file. `flock` locks belong to the
+/// open file description, so a second handle in the same process conflicts
+/// too, not only another process.
+pub fn lock_dir(path: &Path, exclusive: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| Error::io("creating the lock file", path, e))?;
+    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    // SAFETY: flock takes a valid, open descriptor owned by `file` and an integer flag.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Error::Locked { path: path.to_path_buf() }
+        } else {
+            Error::io("locking the store", path, err)
+        });
+    }
+    Ok(file)
+}
+
+/// Grows `file` to `new_len` bytes with blocks reserved on disk, so that later
+/// stores through a shared mapping cannot fail with SIGBUS on a full disk: a
+/// full disk is reported here, as `Error::NoSpace`, before anything is written.
+pub fn reserve(file: &File, path: &Path, old_len: u64, new_len: u64) -> Result<()> {
+    debug_assert!(new_len >= old_len);
+    #[cfg(target_os = "linux")]
+    {
+        let (off, len) = (to_off(old_len)?, to_off(new_len - old_len)?);
+        // SAFETY: fallocate on a valid descriptor with in-range offsets.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(Error::io("reserving space in the log", path, err));
+        }
+    }
+    // Fallback for file systems without fallocate: glibc's posix_fallocate
+    // writes zeros, which also reserves the blocks.
+    let (off, len) = (to_off(old_len)?, to_off(new_len - old_len)?);
+    // SAFETY: as above.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
+    if rc != 0 {
+        return Err(Error::io("reserving space in the log", path, std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+fn to_off(v: u64) -> Result<libc::off_t> {
+    libc::off_t::try_from(v).map_err(|_| Error::InvalidArgument("file offset out of range"))
+}
+
+/// Makes the file's data (and the size needed to read it) durable.
+pub fn sync_data(file: &File, path: &Path) -> Result<()> {
+    file.sync_data().map_err(|e| Error::io("syncing", path, e))
+}
+
+/// Makes a directory entry change (create, rename) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("opening the directory", dir, e))?;
+    d.sync_all().map_err(|e| Error::io("syncing the directory", dir, e))
+}
+
+/// Writes `parts` to `<dir>/<tmp>`, syncs it, renames it over `<dir>/<name>`
+/// and syncs the directory: readers of `name` see the old or the new file,
+/// whole, never a mix.
+pub fn write_atomic(dir: &Path, tmp: &str, name: &str, parts: &[&[u8]]) -> Result<()> {
+    let tmp_path = dir.join(tmp);
+    let final_path = dir.join(name);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp_path)
+        .map_err(|e| Error::io("creating the checkpoint", &tmp_path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+    for p in parts {
+        w.write_all(p).map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
+    }
+    w.flush().map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
+    drop(w);
+    f.sync_all().map_err(|e| Error::io("syncing the checkpoint", &tmp_path, e))?;
+    drop(f);
+    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io("renaming the checkpoint", &final_path, e))?;
+    sync_dir(dir)
+}
+
+/// Eight random bytes from the OS (falls back to time and pid).
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrandom writes at most 8 bytes into the local `v`.
+        let n = unsafe { libc::getrandom((&raw mut v).cast(), size_of::<u64>(), 0) };
+        if n == 8 && v != 0 {
+            return v;
+        }
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    v ^= t ^ (u64::from(std::process::id()) << 32);
+    v | 1
+}
+
+/// Seconds since the unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
