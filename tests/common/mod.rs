@@ -1,0 +1,82 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use payloadstore::IndexBackend;
+use std::path::{Path, PathBuf};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ps-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn store(&self) -> PathBuf {
+        self.0.join("store")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every index backend the suite runs against.
+pub fn backends() -> Vec<IndexBackend> {
+    vec![IndexBackend::HashMap]
+}
+
+/// splitmix64: a tiny deterministic PRNG for test data.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "edge", "trace", "agent", "tool", "call", "result", "the", "of", "and", "payload", "store", "graph", "node",
+    "vector", "span", "latency", "token", "prompt", "reply", "error", "retry", "cache", "{\"k\":", "},", "[1,2,3]",
+];
+
+/// Deterministic, text-like (compressible) payload of `len` bytes for `id`.
+pub fn payload(id: u128, len: usize) -> Vec<u8> {
+    let mut r = Rng((id as u64) ^ ((id >> 64) as u64).rotate_left(17) ^ len as u64);
+    let mut v = Vec::with_capacity(len + 16);
+    while v.len() < len {
+        if r.below(8) == 0 {
+            v.extend_from_slice(&r.next().to_le_bytes()); // some entropy
+        } else {
+            v.extend_from_slice(WORDS[r.below(WORDS.len() as u64) as usize].as_bytes());
+            v.push(b' ');
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+/// Copies a directory's files (flat) to another directory.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
