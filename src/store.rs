@@ -33,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+/// Durable progress after which a sync also refreshes the header watermark.
+const WATERMARK_STEP: u64 = 16 << 20;
+
 /// Largest payload `append` accepts (1 GiB).
 pub const MAX_PAYLOAD_LEN: u64 = format::MAX_PAYLOAD_LEN;
 
@@ -81,6 +84,8 @@ pub struct PayloadStore {
     live: AtomicU64,
     sync_lock: Mutex<()>,
     durable: AtomicU64,
+    /// Watermark last written to the log header (a lower bound of `durable`).
+    watermark: AtomicU64,
     poisoned: AtomicBool,
     checkpoint: Mutex<CheckpointMark>,
     recovery: RecoveryReport,
@@ -237,6 +242,7 @@ impl PayloadStore {
             index,
             sync_lock: Mutex::new(()),
             durable: AtomicU64::new(durable),
+            watermark: AtomicU64::new(durable),
             poisoned: AtomicBool::new(false),
             checkpoint: Mutex::new(mark),
             recovery: report,
@@ -543,10 +549,16 @@ impl PayloadStore {
             return Ok(());
         }
         let end = self.seg.committed();
-        // The header watermark records what the *previous* sync made durable:
+        // The header watermark records what an *earlier* sync made durable:
         // it is written by this fsync, so it never claims bytes that this
-        // fsync might tear.
-        let result = self.seg.write_watermark(prev).and_then(|()| self.seg.sync());
+        // fsync might tear. It is a lower bound, refreshed every
+        // WATERMARK_STEP bytes to keep the header page out of most fsyncs.
+        let mut result = Ok(());
+        if prev >= self.watermark.load(Ordering::Relaxed) + WATERMARK_STEP {
+            result = self.seg.write_watermark(prev);
+            self.watermark.store(prev, Ordering::Relaxed);
+        }
+        let result = result.and_then(|()| self.seg.sync());
         if let Err(e) = result {
             self.poisoned.store(true, Ordering::Release);
             self.emit(LogLevel::Error, &format!("fsync failed, store is now read-only: {e}"));
@@ -566,7 +578,6 @@ impl PayloadStore {
         if mark.saved_at.is_some() && mark.covered_end == end {
             return Ok(());
         }
-        self.sync_to(end)?;
         let (slots, hi) = self.index.snapshot(&w.mem);
         let header = CheckpointHeader {
             backend: format::CKPT_BACKEND_MEMORY,
@@ -578,6 +589,9 @@ impl PayloadStore {
             counters: w.counters,
         };
         drop(w);
+        // The snapshot is taken under the writer lock, the fsync outside it:
+        // the checkpoint reaches the disk only after the log it covers.
+        self.sync_to(end)?;
         checkpoint::save(&self.dir, &header, &slots, &hi)?;
         *mark = CheckpointMark { covered_end: end, saved_at: Some(header.saved_at) };
         Ok(())
@@ -585,9 +599,10 @@ impl PayloadStore {
 
     /// Figures about the store; O(1).
     pub fn stats(&self) -> PayloadStats {
-        let (c, end) = {
+        let (c, end, durable) = {
             let w = self.writer.lock();
-            (w.counters, w.cur.end)
+            // Read under the writer lock: durable ≤ committed == end then.
+            (w.counters, w.cur.end, self.durable_offset())
         };
         let mark = *self.checkpoint.lock();
         let by: [CodecStats; 3] = std::array::from_fn(|i| CodecStats {
@@ -609,7 +624,7 @@ impl PayloadStore {
             index_memory_bytes: mem,
             index_bytes_per_payload: if c.live == 0 { 0.0 } else { mem as f64 / c.live as f64 },
             backend: self.opts.backend,
-            durable_offset: self.durable_offset(),
+            durable_offset: durable,
             last_checkpoint_unix: mark.saved_at,
             last_checkpoint_offset: mark.covered_end,
             recovery: self.recovery.clone(),

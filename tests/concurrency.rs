@@ -1,0 +1,110 @@
+//! 4 readers and 2 writers (plus a checkpointer) for several seconds; every
+//! read is checked against what was written.
+mod common;
+
+use common::*;
+use payloadstore::{Options, PayloadStore, SyncPolicy};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const MAX_PER_WRITER: usize = 1 << 21;
+
+/// Payload for `id` at `version`: the version in the first 4 bytes, then
+/// deterministic content.
+fn versioned(id: u128, version: u32) -> Vec<u8> {
+    let len = [8usize, 300, 1500, 9000][(id as usize + version as usize) % 4];
+    let mut v = version.to_le_bytes().to_vec();
+    v.extend(payload(id ^ (u128::from(version) << 100), len));
+    v
+}
+
+#[test]
+fn readers_and_writers_agree() {
+    for backend in backends() {
+        for policy in [SyncPolicy::Manual, SyncPolicy::GroupCommit] {
+            run(backend, policy, Duration::from_millis(2500));
+        }
+    }
+}
+
+fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
+    let t = TempDir::new("conc");
+    let store = PayloadStore::open_with_options(t.store(), Options::default().backend(backend).sync_policy(policy)).unwrap();
+    let done: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+    let latest: Vec<Vec<AtomicU32>> = (0..2).map(|_| (0..MAX_PER_WRITER).map(|_| AtomicU32::new(0)).collect()).collect();
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    let deadline = Instant::now() + dur;
+    std::thread::scope(|sc| {
+        for w in 0..2usize {
+            let (store, done, latest, stop) = (&store, &done, &latest, &stop);
+            sc.spawn(move || {
+                let mut rng = Rng(w as u64 + 1);
+                let mut i = 0usize;
+                while Instant::now() < deadline && i < MAX_PER_WRITER {
+                    let id = (w as u128) << 64 | i as u128;
+                    store.append(id, &versioned(id, 0), None).unwrap();
+                    i += 1;
+                    done[w].store(i as u64, Ordering::Release);
+                    if i % 10 == 0 {
+                        // replace an older id with a newer version
+                        let j = rng.below(i as u64) as usize;
+                        let id = (w as u128) << 64 | j as u128;
+                        let v = latest[w][j].load(Ordering::Relaxed) + 1;
+                        store.append(id, &versioned(id, v), None).unwrap();
+                        latest[w][j].store(v, Ordering::Release);
+                    }
+                }
+                stop.store(true, Ordering::Release);
+            });
+        }
+        sc.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                store.save_index().unwrap();
+                store.sync().unwrap();
+                let s = store.stats();
+                assert!(s.durable_offset <= s.file_bytes);
+            }
+        });
+        for r in 0..4u64 {
+            let (store, done, latest, stop, reads) = (&store, &done, &latest, &stop, &reads);
+            sc.spawn(move || {
+                let mut rng = Rng(100 + r);
+                let mut buf = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let w = rng.below(2) as usize;
+                    let upto = done[w].load(Ordering::Acquire);
+                    if upto == 0 {
+                        continue;
+                    }
+                    let j = rng.below(upto) as usize;
+                    let id = (w as u128) << 64 | j as u128;
+                    let min_v = latest[w][j].load(Ordering::Acquire);
+                    assert!(store.get_to_vec(id, &mut buf).unwrap(), "id {id} appended but not found");
+                    let v = u32::from_le_bytes(buf[..4].try_into().unwrap());
+                    assert!(v >= min_v, "read version {v} after version {min_v} was acknowledged");
+                    assert_eq!(buf, versioned(id, v));
+                    // ids never written are absent
+                    assert!(!store.has_payload((w as u128) << 64 | (upto as u128 + 1_000_000)));
+                    n += 1;
+                }
+                reads.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+    });
+    let total: u64 = done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+    let nreads = reads.load(Ordering::Relaxed);
+    eprintln!("{backend:?} {policy:?}: {total} ids appended, {nreads} verified reads");
+    assert!(total > 200 && nreads > 1000, "{total} appends, {nreads} reads");
+    assert_eq!(store.len() as u64, total);
+    drop(store);
+    let store = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+    assert_eq!(store.len() as u64, total);
+    for (w, d) in done.iter().enumerate() {
+        for j in (0..d.load(Ordering::Relaxed) as usize).step_by(97) {
+            let id = (w as u128) << 64 | j as u128;
+            assert_eq!(store.get(id).unwrap().unwrap(), versioned(id, latest[w][j].load(Ordering::Relaxed)));
+        }
+    }
+}
