@@ -134,51 +134,38 @@ pub type ps_log_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, level: i
 /// Open options (a builder). Not thread-safe: build it on one thread, pass
 /// it to `ps_store_open`, then free it (the store keeps its own copy).
 pub struct ps_options {
-    magic: u64,
-    inner: Options,
+    _opaque: [u8; 0],
 }
 
 /// An open store. Thread-safe: share one `ps_store *` between threads; reads
 /// run concurrently, appends are serialized.
 pub struct ps_store {
-    magic: u64,
-    inner: PayloadStore,
+    _opaque: [u8; 0],
 }
 
 /// A snapshot of a store's ids and locations for iteration. Movable, not
 /// shared: use it from one thread at a time. It does not borrow the store.
 pub struct ps_iter {
-    magic: u64,
+    _opaque: [u8; 0],
+}
+
+/// What a `ps_iter` holds.
+pub(crate) struct IterState {
     items: Vec<(u128, (u64, u32, u8))>,
     next: usize,
 }
 
 impl Handle for ps_options {
+    type Inner = Options;
     const MAGIC: u64 = 0x7073_6f70_7469_6f6e;
-    fn magic(&self) -> u64 {
-        self.magic
-    }
-    fn clear_magic(&mut self) {
-        self.magic = 0;
-    }
 }
 impl Handle for ps_store {
+    type Inner = PayloadStore;
     const MAGIC: u64 = 0x7073_7374_6f72_6521;
-    fn magic(&self) -> u64 {
-        self.magic
-    }
-    fn clear_magic(&mut self) {
-        self.magic = 0;
-    }
 }
 impl Handle for ps_iter {
+    type Inner = IterState;
     const MAGIC: u64 = 0x7073_6974_6572_2121;
-    fn magic(&self) -> u64 {
-        self.magic
-    }
-    fn clear_magic(&mut self) {
-        self.magic = 0;
-    }
 }
 
 fn fail(e: crate::Error) -> ps_status {
@@ -201,7 +188,7 @@ unsafe impl Sync for CLogger {}
 /// Creates default options. Free with `ps_options_free`. NULL only if out of memory.
 #[no_mangle]
 pub extern "C" fn ps_options_new() -> *mut ps_options {
-    guard(std::ptr::null_mut(), || into_handle(ps_options { magic: ps_options::MAGIC, inner: Options::default() }))
+    guard(std::ptr::null_mut(), || into_handle::<ps_options>(Options::default()))
 }
 
 /// Frees options. NULL is a no-op.
@@ -215,7 +202,7 @@ pub extern "C" fn ps_options_free(opts: *mut ps_options) {
 fn set_option(opts: *mut ps_options, f: impl FnOnce(Options) -> Result<Options, ps_status>) -> ps_status {
     run(|| {
         let o = handle_mut(opts)?;
-        o.inner = f(o.inner.clone())?;
+        *o = f(o.clone())?;
         Ok(PS_OK)
     })
 }
@@ -312,7 +299,7 @@ pub extern "C" fn ps_options_set_memory_warnings(opts: *mut ps_options, threshol
             raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()
         };
         let o = handle_mut(opts)?;
-        o.inner = o.inner.clone().memory_warnings(t);
+        *o = o.clone().memory_warnings(t);
         Ok(PS_OK)
     })
 }
@@ -331,9 +318,9 @@ pub extern "C" fn ps_store_open(dir: *const c_char, opts: *const ps_options, out
     run(|| {
         let out = out_ptr(out_store)?;
         let dir = path(dir)?;
-        let options = if opts.is_null() { Options::default() } else { handle(opts)?.inner.clone() };
+        let options = if opts.is_null() { Options::default() } else { handle(opts)?.clone() };
         let store = PayloadStore::open_with_options(dir, options).map_err(fail)?;
-        write_out(out, into_handle(ps_store { magic: ps_store::MAGIC, inner: store }));
+        write_out(out, into_handle::<ps_store>(store));
         Ok(PS_OK)
     })
 }
@@ -345,7 +332,7 @@ pub extern "C" fn ps_store_open(dir: *const c_char, opts: *const ps_options, out
 pub extern "C" fn ps_store_close(store: *mut ps_store) -> ps_status {
     run(|| match take_handle(store)? {
         None => Ok(PS_OK),
-        Some(s) => s.inner.close().map(|()| PS_OK).map_err(fail),
+        Some(s) => s.close().map(|()| PS_OK).map_err(fail),
     })
 }
 
@@ -373,7 +360,7 @@ pub extern "C" fn ps_store_append(
         let s = handle(store)?;
         let c = compression_arg(compression)?;
         let data = bytes(data, len)?;
-        let (offset, length, tag) = s.inner.append(id.get(), data, c).map_err(fail)?;
+        let (offset, length, tag) = s.append(id.get(), data, c).map_err(fail)?;
         write_out(out_loc, ps_location { offset, length, compression: tag });
         Ok(PS_OK)
     })
@@ -384,7 +371,7 @@ pub extern "C" fn ps_store_append(
 pub extern "C" fn ps_store_delete(store: *mut ps_store, id: ps_edge_id, out_existed: *mut bool) -> ps_status {
     run(|| {
         let s = handle(store)?;
-        let existed = s.inner.delete(id.get()).map_err(fail)?;
+        let existed = s.delete(id.get()).map_err(fail)?;
         write_out(out_existed, existed);
         Ok(PS_OK)
     })
@@ -397,7 +384,7 @@ pub extern "C" fn ps_store_get(store: *const ps_store, id: ps_edge_id, out_buf: 
     run(|| {
         let out = out_ptr(out_buf)?;
         let s = handle(store)?;
-        match s.inner.get(id.get()).map_err(fail)? {
+        match s.get(id.get()).map_err(fail)? {
             None => Ok(PS_NOT_FOUND),
             Some(v) => {
                 write_out(out, buf_from_vec(v));
@@ -416,7 +403,7 @@ pub extern "C" fn ps_store_get_into(store: *const ps_store, id: ps_edge_id, buf:
         let out = out_ptr(out_len)?;
         let s = handle(store)?;
         let b = bytes_mut(buf, cap)?;
-        match s.inner.get_into(id.get(), b) {
+        match s.get_into(id.get(), b) {
             Ok(None) => Ok(PS_NOT_FOUND),
             Ok(Some(n)) => {
                 write_out(out, n);
@@ -440,7 +427,7 @@ pub extern "C" fn ps_store_get_at(store: *const ps_store, loc: ps_location, out_
         let out = out_ptr(out_buf)?;
         let s = handle(store)?;
         let c = CompressionType::try_from(loc.compression).map_err(|_| PS_ERR_INVALID_LOCATION)?;
-        let v = s.inner.get_at_offset(loc.offset, loc.length, c).map_err(fail)?;
+        let v = s.get_at_offset(loc.offset, loc.length, c).map_err(fail)?;
         write_out(out, buf_from_vec(v));
         Ok(PS_OK)
     })
@@ -449,32 +436,32 @@ pub extern "C" fn ps_store_get_at(store: *const ps_store, loc: ps_location, out_
 /// Whether `id` has a payload (false for a NULL or invalid store).
 #[no_mangle]
 pub extern "C" fn ps_store_contains(store: *const ps_store, id: ps_edge_id) -> bool {
-    guard(false, || handle(store).is_ok_and(|s| s.inner.has_payload(id.get())))
+    guard(false, || handle(store).is_ok_and(|s| s.has_payload(id.get())))
 }
 
 /// Number of live payloads (0 for a NULL or invalid store).
 #[no_mangle]
 pub extern "C" fn ps_store_len(store: *const ps_store) -> u64 {
-    guard(0, || handle(store).map_or(0, |s| s.inner.len() as u64))
+    guard(0, || handle(store).map_or(0, |s| s.len() as u64))
 }
 
 /// Log offset below which every record is durable; a location is durable
 /// when `offset + 32 + length <= ps_store_durable_offset()`.
 #[no_mangle]
 pub extern "C" fn ps_store_durable_offset(store: *const ps_store) -> u64 {
-    guard(0, || handle(store).map_or(0, |s| s.inner.durable_offset()))
+    guard(0, || handle(store).map_or(0, |s| s.durable_offset()))
 }
 
 /// Makes every append that returned before this call durable.
 #[no_mangle]
 pub extern "C" fn ps_store_sync(store: *mut ps_store) -> ps_status {
-    run(|| handle(store)?.inner.sync().map(|()| PS_OK).map_err(fail))
+    run(|| handle(store)?.sync().map(|()| PS_OK).map_err(fail))
 }
 
 /// Saves the index checkpoint atomically (after syncing the log).
 #[no_mangle]
 pub extern "C" fn ps_store_save_index(store: *mut ps_store) -> ps_status {
-    run(|| handle(store)?.inner.save_index().map(|()| PS_OK).map_err(fail))
+    run(|| handle(store)?.save_index().map(|()| PS_OK).map_err(fail))
 }
 
 /// Fills `*out_stats`. O(1).
@@ -482,7 +469,7 @@ pub extern "C" fn ps_store_save_index(store: *mut ps_store) -> ps_status {
 pub extern "C" fn ps_store_stats(store: *const ps_store, out_stats: *mut ps_stats) -> ps_status {
     run(|| {
         let out = out_ptr(out_stats)?;
-        let st = handle(store)?.inner.stats();
+        let st = handle(store)?.stats();
         let r = &st.recovery;
         write_out(
             out,
@@ -529,9 +516,9 @@ pub extern "C" fn ps_store_iter(store: *const ps_store, out_iter: *mut *mut ps_i
     run(|| {
         let out = out_ptr(out_iter)?;
         let s = handle(store)?;
-        let mut items = Vec::with_capacity(s.inner.len());
-        s.inner.for_each(|id, loc| items.push((id, loc))).map_err(fail)?;
-        write_out(out, into_handle(ps_iter { magic: ps_iter::MAGIC, items, next: 0 }));
+        let mut items = Vec::with_capacity(s.len());
+        s.for_each(|id, loc| items.push((id, loc))).map_err(fail)?;
+        write_out(out, into_handle::<ps_iter>(IterState { items, next: 0 }));
         Ok(PS_OK)
     })
 }

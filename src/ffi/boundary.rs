@@ -24,54 +24,74 @@ pub(crate) fn run(f: impl FnOnce() -> Result<ps_status, ps_status>) -> ps_status
     guard(PS_ERR_PANIC, || f().unwrap_or_else(|s| s))
 }
 
-/// Objects handed to C behind a pointer carry a per-type magic number.
-pub(crate) trait Handle: Sized {
+/// A C handle type: an empty marker struct that C sees as opaque. The real
+/// object behind the pointer is a `Boxed<Inner>`.
+pub(crate) trait Handle {
+    /// What the handle owns.
+    type Inner;
+    /// Per-type magic number stored at offset 0 of the allocation.
     const MAGIC: u64;
-    fn magic(&self) -> u64;
-    fn clear_magic(&mut self);
+}
+
+/// The allocation behind every handle: the magic number first (`repr(C)`),
+/// so it can be checked before the pointer's type is trusted.
+#[repr(C)]
+struct Boxed<T> {
+    magic: u64,
+    value: T,
 }
 
 /// Moves `value` to the heap and returns the pointer C will hold.
-pub(crate) fn into_handle<T: Handle>(value: T) -> *mut T {
-    Box::into_raw(Box::new(value))
+pub(crate) fn into_handle<H: Handle>(value: H::Inner) -> *mut H {
+    Box::into_raw(Box::new(Boxed { magic: H::MAGIC, value })).cast()
 }
 
-/// Borrows a handle; NULL -> `PS_ERR_NULL_ARGUMENT`, wrong magic -> `PS_ERR_INVALID_HANDLE`.
-pub(crate) fn handle<'a, T: Handle>(p: *const T) -> Result<&'a T, ps_status> {
+fn boxed<H: Handle>(p: *const H) -> Result<*mut Boxed<H::Inner>, ps_status> {
     if p.is_null() {
         return Err(PS_ERR_NULL_ARGUMENT);
     }
-    if p.align_offset(align_of::<T>()) != 0 {
+    let b = p.cast_mut().cast::<Boxed<H::Inner>>();
+    if b.align_offset(align_of::<u64>()) != 0 {
         return Err(PS_ERR_INVALID_HANDLE);
     }
-    // SAFETY: non-NULL and aligned; by the caller's contract it came from
-    // `into_handle` and is not freed, so it points to a live `T`.
-    let r = unsafe { &*p };
-    if r.magic() != T::MAGIC {
+    // SAFETY: by the caller's contract `p` came from `into_handle` of some
+    // handle type and is not freed; every such allocation starts with the
+    // u64 magic at offset 0 (repr(C)), so this read is in bounds whatever
+    // the handle's real type is.
+    let magic = unsafe { b.cast::<u64>().read() };
+    if magic != H::MAGIC {
         return Err(PS_ERR_INVALID_HANDLE);
     }
-    Ok(r)
+    Ok(b)
+}
+
+/// Borrows a handle; NULL -> `PS_ERR_NULL_ARGUMENT`, wrong magic -> `PS_ERR_INVALID_HANDLE`.
+pub(crate) fn handle<'a, H: Handle>(p: *const H) -> Result<&'a H::Inner, ps_status> {
+    let b = boxed(p)?;
+    // SAFETY: the magic matches, so this is a live `Boxed<H::Inner>`;
+    // shared access is what `const` handles allow.
+    Ok(unsafe { &(*b).value })
 }
 
 /// Borrows a handle mutably (for builder objects that are not shared).
-pub(crate) fn handle_mut<'a, T: Handle>(p: *mut T) -> Result<&'a mut T, ps_status> {
-    handle::<T>(p)?;
-    // SAFETY: checked live above; `*mut` handles (options, iterators) are
+pub(crate) fn handle_mut<'a, H: Handle>(p: *mut H) -> Result<&'a mut H::Inner, ps_status> {
+    let b = boxed(p)?;
+    // SAFETY: live (magic checked); `*mut` handles (options, iterators) are
     // documented as not shared between threads, so this borrow is unique.
-    Ok(unsafe { &mut *p })
+    Ok(unsafe { &mut (*b).value })
 }
 
-/// Takes a handle back from C and drops it. NULL -> `Ok(None)`.
-pub(crate) fn take_handle<T: Handle>(p: *mut T) -> Result<Option<T>, ps_status> {
+/// Takes a handle back from C and frees its allocation. NULL -> `Ok(None)`.
+pub(crate) fn take_handle<H: Handle>(p: *mut H) -> Result<Option<H::Inner>, ps_status> {
     if p.is_null() {
         return Ok(None);
     }
-    handle::<T>(p)?;
-    // SAFETY: a live handle from `into_handle` (checked above); C gives up
-    // ownership by calling the destructor, so re-boxing it is the one free.
-    let mut b = unsafe { Box::from_raw(p) };
-    b.clear_magic();
-    Ok(Some(*b))
+    let b = boxed(p)?;
+    // SAFETY: a live allocation from `into_handle` (magic checked); C gives
+    // up ownership by calling the destructor, so re-boxing it is the one free.
+    let mut bx = unsafe { Box::from_raw(b) };
+    bx.magic = 0;
+    Ok(Some(bx.value))
 }
 
 /// The bytes `(data, len)`; `(NULL, 0)` is the empty string.

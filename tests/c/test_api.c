@@ -1,0 +1,326 @@
+/* Every function of payload_store.h through its success and error paths.
+ * Built against the shared and the static library and run under valgrind
+ * (zero errors, zero leaks) by tests/run-all.sh. */
+#define _GNU_SOURCE
+#include <string.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include "payload_store.h"
+#include "check.h"
+
+static int log_calls = 0;
+static void on_log(void *user, int32_t level, const char *msg) {
+    CHECK(user == &log_calls);
+    CHECK(level >= PS_LOG_ERROR && level <= PS_LOG_INFO);
+    CHECK(msg != NULL && strlen(msg) > 0);
+    log_calls++;
+}
+
+static void test_versions_and_statuses(void) {
+    CHECK(ps_version_number() == PS_VERSION_NUMBER);
+    CHECK(strcmp(ps_version_string(), PS_VERSION_STRING) == 0);
+    const ps_status all[] = {PS_OK, PS_NOT_FOUND, PS_ERR_NULL_ARGUMENT, PS_ERR_INVALID_ARGUMENT,
+                             PS_ERR_INVALID_COMPRESSION, PS_ERR_BUFFER_TOO_SMALL, PS_ERR_PAYLOAD_TOO_LARGE,
+                             PS_ERR_INVALID_LOCATION, PS_ERR_INVALID_HANDLE, PS_ERR_LOCKED, PS_ERR_READ_ONLY,
+                             PS_ERR_POISONED, PS_ERR_UNSUPPORTED, PS_ERR_IO, PS_ERR_NO_SPACE, PS_ERR_NOT_A_STORE,
+                             PS_ERR_UNSUPPORTED_VERSION, PS_ERR_CORRUPT, PS_ERR_CHECKSUM_MISMATCH, PS_ERR_PANIC};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *s = ps_status_str(all[i]);
+        CHECK(s != NULL && strlen(s) > 0 && strcmp(s, "unknown status") != 0);
+        for (size_t j = 0; j < i; j++) CHECK(strcmp(s, ps_status_str(all[j])) != 0);
+    }
+    CHECK(strcmp(ps_status_str(-7), "unknown status") == 0);
+    CHECK(PS_OK == 0);
+}
+
+static void test_options(void) {
+    ps_options_free(NULL);
+    ps_options *o = ps_options_new();
+    CHECK(o != NULL);
+    CHECK_ST(ps_options_set_index_backend(o, PS_INDEX_HASHMAP), PS_OK);
+    CHECK_ST(ps_options_set_index_backend(o, 7), PS_ERR_INVALID_ARGUMENT);
+    CHECK_ST(ps_options_set_index_backend(NULL, PS_INDEX_HASHMAP), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_sync_policy(o, PS_SYNC_GROUP_COMMIT), PS_OK);
+    CHECK_ST(ps_options_set_sync_policy(o, -1), PS_ERR_INVALID_ARGUMENT);
+    CHECK_ST(ps_options_set_sync_policy(NULL, 0), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_log_callback(o, on_log, &log_calls), PS_OK);
+    CHECK_ST(ps_options_set_log_callback(o, NULL, NULL), PS_OK);
+    CHECK_ST(ps_options_set_log_callback(NULL, on_log, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_read_only(o, false), PS_OK);
+    CHECK_ST(ps_options_set_repair(o, true), PS_OK);
+    CHECK_ST(ps_options_set_compression_enabled(o, true), PS_OK);
+    CHECK_ST(ps_options_set_compression_thresholds(o, 512, 65536, 3), PS_OK);
+    CHECK_ST(ps_options_set_compression_thresholds(o, 65536, 512, 3), PS_ERR_INVALID_ARGUMENT);
+    CHECK_ST(ps_options_set_compression_thresholds(o, 1, 2, 99), PS_ERR_INVALID_ARGUMENT);
+    uint64_t th[2] = {1 << 10, 1 << 20};
+    CHECK_ST(ps_options_set_memory_warnings(o, th, 2), PS_OK);
+    CHECK_ST(ps_options_set_memory_warnings(o, NULL, 2), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_memory_warnings(o, NULL, 0), PS_OK);
+    CHECK_ST(ps_options_set_auto_checkpoint(o, 0), PS_OK);
+    CHECK_ST(ps_options_set_auto_checkpoint(NULL, 0), PS_ERR_NULL_ARGUMENT);
+    ps_options_free(o);
+}
+
+static void test_open_errors(const char *dir) {
+    ps_store *s = (ps_store *)0x1; /* must stay untouched on failure */
+    CHECK_ST(ps_store_open(NULL, NULL, &s), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_open(dir, NULL, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_open("", NULL, &s), PS_ERR_INVALID_ARGUMENT);
+    CHECK(s == (ps_store *)0x1);
+    ps_options *o = ps_options_new();
+    CHECK_ST(ps_options_set_index_backend(o, PS_INDEX_DISKHASH), PS_OK);
+    CHECK_ST(ps_store_open(dir, o, &s), PS_ERR_UNSUPPORTED);
+    ps_options_free(o);
+    /* a file where a directory should be */
+    char path[512];
+    snprintf(path, sizeof path, "%s/afile", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("x", f);
+    fclose(f);
+    CHECK_ST(ps_store_open(path, NULL, &s), PS_ERR_IO);
+    /* a directory that holds something else */
+    char junk[512];
+    snprintf(junk, sizeof junk, "%s/junk", dir);
+    CHECK(mkdir(junk, 0755) == 0);
+    snprintf(path, sizeof path, "%s/junk/payload.data", dir);
+    f = fopen(path, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < 300; i++) fputc('z', f);
+    fclose(f);
+    CHECK_ST(ps_store_open(junk, NULL, &s), PS_ERR_NOT_A_STORE);
+    /* read-only open of nothing */
+    snprintf(path, sizeof path, "%s/nothing", dir);
+    o = ps_options_new();
+    ps_options_set_read_only(o, true);
+    ps_status st = ps_store_open(path, o, &s);
+    CHECK(st == PS_ERR_IO || st == PS_ERR_NOT_A_STORE);
+    ps_options_free(o);
+    /* wrong handle types are caught */
+    ps_options *opts = ps_options_new();
+    CHECK_ST(ps_store_sync((ps_store *)(void *)opts), PS_ERR_INVALID_HANDLE);
+    CHECK(ps_store_len((const ps_store *)(void *)opts) == 0);
+    ps_options_free(opts);
+}
+
+static void test_store(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/store", dir);
+    ps_options *o = ps_options_new();
+    CHECK_ST(ps_options_set_log_callback(o, on_log, &log_calls), PS_OK);
+    uint64_t th[1] = {1};
+    CHECK_ST(ps_options_set_memory_warnings(o, th, 1), PS_OK);
+    ps_store *s = NULL;
+    CHECK_ST(ps_store_open(path, o, &s), PS_OK);
+    ps_options_free(o); /* the store keeps its own copy */
+    CHECK(s != NULL);
+    CHECK(log_calls >= 1); /* memory warning at threshold 1 byte */
+
+    /* a second handle is locked out */
+    ps_store *s2 = NULL;
+    CHECK_ST(ps_store_open(path, NULL, &s2), PS_ERR_LOCKED);
+    CHECK(s2 == NULL);
+
+    /* append: sizes across every compression choice */
+    static const size_t sizes[] = {0, 1, 1023, 1024, 100 * 1024, 100 * 1024 + 1, 1 << 20};
+    static const int32_t comps[] = {PS_COMPRESSION_AUTO, PS_COMPRESSION_NONE, PS_COMPRESSION_LZ4, PS_COMPRESSION_ZSTD};
+    enum { NS = sizeof sizes / sizeof sizes[0], NC = sizeof comps / sizeof comps[0] };
+    ps_location locs[NS * NC];
+    unsigned char *buf = malloc(1 << 20);
+    CHECK(buf != NULL);
+    for (size_t c = 0; c < NC; c++) {
+        for (size_t i = 0; i < NS; i++) {
+            ps_edge_id id = {c + 1, i};
+            fill_payload(buf, sizes[i], c * 100 + i);
+            CHECK_ST(ps_store_append(s, id, sizes[i] ? buf : NULL, sizes[i], comps[c], &locs[c * NS + i]), PS_OK);
+            if (comps[c] == PS_COMPRESSION_NONE) CHECK(locs[c * NS + i].length == sizes[i]);
+        }
+    }
+    CHECK(ps_store_len(s) == NS * NC);
+    ps_edge_id some = {1, 3};
+    CHECK_ST(ps_store_append(s, some, buf, 10, PS_COMPRESSION_AUTO, NULL), PS_OK); /* out_loc may be NULL */
+    fill_payload(buf, 1024, 3);
+    CHECK_ST(ps_store_append(s, some, buf, 1024, PS_COMPRESSION_AUTO, NULL), PS_OK); /* back to the original */
+
+    /* append errors: nothing is stored */
+    ps_edge_id e = {99, 99};
+    ps_location untouched = {7, 7, 7};
+    CHECK_ST(ps_store_append(NULL, e, buf, 1, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_append(s, e, NULL, 5, PS_COMPRESSION_AUTO, &untouched), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_append(s, e, buf, 5, 3, &untouched), PS_ERR_INVALID_COMPRESSION);
+    CHECK_ST(ps_store_append(s, e, buf, 5, -2, &untouched), PS_ERR_INVALID_COMPRESSION);
+    CHECK_ST(ps_store_append(s, e, buf, (size_t)1 << 31, PS_COMPRESSION_NONE, &untouched), PS_ERR_PAYLOAD_TOO_LARGE);
+    CHECK_ST(ps_store_append(s, e, buf, SIZE_MAX, PS_COMPRESSION_NONE, &untouched), PS_ERR_INVALID_ARGUMENT);
+    CHECK(untouched.offset == 7 && untouched.length == 7 && untouched.compression == 7);
+    CHECK(!ps_store_contains(s, e));
+
+    /* get, get_into, get_at for everything */
+    unsigned char *want = malloc(1 << 20);
+    CHECK(want != NULL);
+    for (size_t c = 0; c < NC; c++) {
+        for (size_t i = 0; i < NS; i++) {
+            ps_edge_id id = {c + 1, i};
+            fill_payload(want, sizes[i], c * 100 + i);
+            ps_buf b = {NULL, 0};
+            CHECK_ST(ps_store_get(s, id, &b), PS_OK);
+            CHECK(b.len == sizes[i]);
+            CHECK(sizes[i] == 0 ? b.data == NULL : memcmp(b.data, want, sizes[i]) == 0);
+            ps_buf_free(&b);
+            CHECK(b.data == NULL && b.len == 0);
+            ps_buf_free(&b); /* twice is fine: it was emptied */
+
+            size_t n = 0;
+            CHECK_ST(ps_store_get_into(s, id, buf, 1 << 20, &n), PS_OK);
+            CHECK(n == sizes[i] && memcmp(buf, want, n) == 0);
+            if (sizes[i] > 0) {
+                n = 0;
+                CHECK_ST(ps_store_get_into(s, id, buf, sizes[i] - 1, &n), PS_ERR_BUFFER_TOO_SMALL);
+                CHECK(n == sizes[i]);
+                CHECK_ST(ps_store_get_into(s, id, NULL, 0, &n), PS_ERR_BUFFER_TOO_SMALL);
+                CHECK(n == sizes[i]);
+            }
+            CHECK_ST(ps_store_get_at(s, locs[c * NS + i], &b), PS_OK);
+            CHECK(b.len == sizes[i] && (sizes[i] == 0 || memcmp(b.data, want, sizes[i]) == 0));
+            ps_buf_free(&b);
+            CHECK(ps_store_contains(s, id));
+        }
+    }
+    ps_buf_free(NULL);
+
+    /* not found */
+    ps_buf nb = {(uint8_t *)0x1, 99};
+    CHECK_ST(ps_store_get(s, e, &nb), PS_NOT_FOUND);
+    CHECK(nb.data == (uint8_t *)0x1 && nb.len == 99); /* untouched */
+    size_t n = 5;
+    CHECK_ST(ps_store_get_into(s, e, buf, 10, &n), PS_NOT_FOUND);
+
+    /* get errors */
+    ps_buf b = {NULL, 0};
+    CHECK_ST(ps_store_get(NULL, some, &b), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_get(s, some, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_get_into(s, some, NULL, 10, &n), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_get_into(s, some, buf, 10, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_get_into(NULL, some, buf, 10, &n), PS_ERR_NULL_ARGUMENT);
+    CHECK(!ps_store_contains(NULL, some));
+    CHECK(ps_store_len(NULL) == 0);
+
+    /* invalid locations: an error every time, never bytes */
+    for (size_t k = 0; k < NS * NC; k++) {
+        ps_location l = locs[k];
+        ps_location bad[6] = {l, l, l, l, l, l};
+        bad[0].offset += 1;
+        bad[1].offset -= 1;
+        bad[2].length += 1;
+        bad[3].compression = (uint8_t)((l.compression + 1) % 3);
+        bad[4].compression = 9;
+        bad[5].offset = UINT64_MAX - 3;
+        for (int j = 0; j < 6; j++) {
+            CHECK_ST(ps_store_get_at(s, bad[j], &b), PS_ERR_INVALID_LOCATION);
+            CHECK(b.data == NULL);
+        }
+    }
+    ps_location zero = {0, 0, 0};
+    CHECK_ST(ps_store_get_at(s, zero, &b), PS_ERR_INVALID_LOCATION);
+    CHECK_ST(ps_store_get_at(s, locs[0], NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_get_at(NULL, locs[0], &b), PS_ERR_NULL_ARGUMENT);
+
+    /* delete */
+    bool existed = false;
+    ps_edge_id del = {1, 0};
+    CHECK_ST(ps_store_delete(s, del, &existed), PS_OK);
+    CHECK(existed);
+    CHECK_ST(ps_store_delete(s, del, &existed), PS_OK);
+    CHECK(!existed);
+    CHECK_ST(ps_store_delete(s, del, NULL), PS_OK);
+    CHECK_ST(ps_store_delete(NULL, del, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK(!ps_store_contains(s, del));
+
+    /* sync, save_index, stats */
+    CHECK_ST(ps_store_sync(s), PS_OK);
+    CHECK_ST(ps_store_sync(NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_save_index(s), PS_OK);
+    CHECK_ST(ps_store_save_index(NULL), PS_ERR_NULL_ARGUMENT);
+    ps_stats st;
+    CHECK_ST(ps_store_stats(s, &st), PS_OK);
+    CHECK(st.payloads == NS * NC - 1);
+    CHECK(st.count_by_compression[0] + st.count_by_compression[1] + st.count_by_compression[2] == st.payloads);
+    CHECK(st.compression_ratio > 1.0);
+    CHECK(st.durable_offset == st.file_bytes);
+    CHECK(st.last_checkpoint_offset == st.file_bytes);
+    CHECK(st.index_memory_bytes > 0);
+    CHECK(st.backend == PS_INDEX_HASHMAP);
+    CHECK(st.recovery_source == PS_RECOVERY_CREATED);
+    CHECK(ps_store_durable_offset(s) == st.durable_offset);
+    CHECK_ST(ps_store_stats(s, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_stats(NULL, &st), PS_ERR_NULL_ARGUMENT);
+
+    /* iteration */
+    ps_iter *it = NULL;
+    CHECK_ST(ps_store_iter(s, &it), PS_OK);
+    size_t count = 0;
+    ps_edge_id iid;
+    ps_location iloc;
+    while (ps_iter_next(it, &iid, &iloc) == PS_OK) {
+        CHECK(ps_store_contains(s, iid));
+        CHECK_ST(ps_store_get_at(s, iloc, &b), PS_OK);
+        ps_buf_free(&b);
+        count++;
+    }
+    CHECK(count == NS * NC - 1);
+    CHECK_ST(ps_iter_next(it, NULL, NULL), PS_NOT_FOUND);
+    ps_iter_free(it);
+    ps_iter_free(NULL);
+    CHECK_ST(ps_store_iter(s, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_iter_next(NULL, &iid, &iloc), PS_ERR_NULL_ARGUMENT);
+
+    /* close and reopen: everything is still there, from the checkpoint */
+    CHECK_ST(ps_store_close(s), PS_OK);
+    CHECK_ST(ps_store_close(NULL), PS_OK);
+    CHECK_ST(ps_store_open(path, NULL, &s), PS_OK);
+    CHECK_ST(ps_store_stats(s, &st), PS_OK);
+    CHECK(st.recovery_source == PS_RECOVERY_CHECKPOINT);
+    CHECK(ps_store_len(s) == NS * NC - 1);
+    for (size_t c = 0; c < NC; c++) {
+        for (size_t i = 0; i < NS; i++) {
+            ps_edge_id id = {c + 1, i};
+            if (c == 0 && i == 0) {
+                CHECK_ST(ps_store_get(s, id, &b), PS_NOT_FOUND);
+                continue;
+            }
+            fill_payload(want, sizes[i], c * 100 + i);
+            CHECK_ST(ps_store_get(s, id, &b), PS_OK);
+            CHECK(b.len == sizes[i] && (sizes[i] == 0 || memcmp(b.data, want, sizes[i]) == 0));
+            ps_buf_free(&b);
+        }
+    }
+    CHECK_ST(ps_store_close(s), PS_OK);
+
+    /* read-only handles */
+    o = ps_options_new();
+    ps_options_set_read_only(o, true);
+    ps_store *r1 = NULL, *r2 = NULL;
+    CHECK_ST(ps_store_open(path, o, &r1), PS_OK);
+    CHECK_ST(ps_store_open(path, o, &r2), PS_OK);
+    CHECK_ST(ps_store_append(r1, e, buf, 3, PS_COMPRESSION_AUTO, NULL), PS_ERR_READ_ONLY);
+    CHECK_ST(ps_store_save_index(r1), PS_ERR_READ_ONLY);
+    CHECK(ps_store_len(r2) == NS * NC - 1);
+    CHECK_ST(ps_store_open(path, NULL, &s), PS_ERR_LOCKED);
+    CHECK_ST(ps_store_close(r1), PS_OK);
+    CHECK_ST(ps_store_close(r2), PS_OK);
+    ps_options_free(o);
+    free(buf);
+    free(want);
+}
+
+int main(void) {
+    char *dir = make_temp_dir("capi");
+    test_versions_and_statuses();
+    test_options();
+    test_open_errors(dir);
+    test_store(dir);
+    remove_dir(dir);
+    free(dir);
+    printf("test_api: all checks passed\n");
+    return 0;
+}
