@@ -51,6 +51,7 @@ fn main() {
     for s in sources {
         b = b.with_src(crate_dir.join(s));
     }
+    write_pkg_config(&crate_dir, &v("CARGO_PKG_VERSION"));
     match b.generate() {
         Ok(bindings) => {
             bindings.write_to_file(&out);
@@ -60,6 +61,29 @@ fn main() {
         }
         Err(e) => panic!("cbindgen failed: {e}"),
     }
+}
+
+/// System libraries a static link of the Rust library needs (from
+/// `cargo rustc -- --print native-static-libs` on Linux; checked by
+/// tests/run-all.sh, which links the C tests statically with exactly these).
+const NATIVE_STATIC_LIBS: &str = "-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc";
+
+/// Writes `payloadstore.pc` next to the built library (target/<profile>/),
+/// pointing at this checkout, so `PKG_CONFIG_PATH=target/release pkg-config
+/// --cflags --libs [--static] payloadstore` works in-tree.
+fn write_pkg_config(crate_dir: &std::path::Path, version: &str) {
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // OUT_DIR = target/<profile>/build/<pkg>-<hash>/out
+    let Some(profile_dir) = out.ancestors().nth(3) else { return };
+    let pc = format!(
+        "prefix={}\nincludedir=${{prefix}}/include\nlibdir={}\n\n\
+         Name: payloadstore\nDescription: Crash-safe append-only payload store keyed by 128-bit ids\n\
+         Version: {version}\nCflags: -I${{includedir}}\nLibs: -L${{libdir}} -lpayloadstore\n\
+         Libs.private: {NATIVE_STATIC_LIBS}\n",
+        crate_dir.display(),
+        profile_dir.display()
+    );
+    let _ = std::fs::write(profile_dir.join("payloadstore.pc"), pc);
 }
 
 const HEADER: &str = r#"/*

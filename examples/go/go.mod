@@ -1,0 +1,3 @@
+module example.com/payloadstore
+
+go 1.19

@@ -1,0 +1,75 @@
+package payloadstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+func payload(i int) []byte {
+	return bytes.Repeat([]byte(fmt.Sprintf("payload %d ", i)), 1+i%300)
+}
+
+func TestRoundTripAndStatusMapping(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locs := map[int]Location{}
+	for i := 0; i < 2000; i++ {
+		loc, err := s.Append(ID{1, uint64(i)}, payload(i), Auto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		locs[i] = loc
+	}
+	if _, err := s.Append(ID{1, 1}, []byte("x"), 7); !errors.Is(err, &Error{Status: StatusInvalidCompression}) {
+		t.Fatalf("bad compression: %v", err)
+	}
+	if _, err := Open(dir); !errors.Is(err, &Error{Status: StatusLocked}) {
+		t.Fatalf("second open: %v", err)
+	}
+	if _, err := s.Get(ID{2, 2}); err != ErrNotFound {
+		t.Fatalf("missing id: %v", err)
+	}
+	if _, err := s.GetAt(Location{Offset: 5, Length: 10}); !errors.Is(err, &Error{Status: StatusInvalidLocation}) {
+		t.Fatalf("bad location: %v", err)
+	}
+	// concurrent readers from many goroutines
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; i < 2000; i += 8 {
+				got, err := s.Get(ID{1, uint64(i)})
+				if err != nil || !bytes.Equal(got, payload(i)) {
+					t.Errorf("get %d: %v", i, err)
+				}
+				at, err := s.GetAt(locs[i])
+				if err != nil || !bytes.Equal(at, payload(i)) {
+					t.Errorf("get_at %d: %v", i, err)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Len() != 2000 || !s.Contains(ID{1, 1999}) {
+		t.Fatalf("after reopen: len %d", s.Len())
+	}
+	got, err := s.Get(ID{1, 1234})
+	if err != nil || !bytes.Equal(got, payload(1234)) {
+		t.Fatalf("after reopen: %v", err)
+	}
+}
