@@ -52,16 +52,27 @@ pub fn load(dir: &Path) -> std::result::Result<Option<Loaded>, String> {
         return Err(format!("checkpoint of unknown backend {}", header.backend));
     }
     let n = usize::try_from(header.slots).map_err(|_| "slot count out of range".to_string())?;
-    let expected = n.checked_mul(10).and_then(|b| b.checked_add(CKPT_HEADER_LEN + 4));
+    let expected = n
+        .checked_mul(10)
+        .and_then(|b| b.checked_add(CKPT_HEADER_LEN + 4));
     if expected != Some(bytes.len()) {
-        return Err(format!("checkpoint is {} bytes, its header implies {expected:?}", bytes.len()));
+        return Err(format!(
+            "checkpoint is {} bytes, its header implies {expected:?}",
+            bytes.len()
+        ));
     }
     let body = &bytes[CKPT_HEADER_LEN..bytes.len() - 4];
     if format::le_u32(&bytes, bytes.len() - 4) != crc32fast::hash(body) {
         return Err("checkpoint body checksum mismatch".to_string());
     }
-    let slots = body[..n * 8].chunks_exact(8).map(|c| format::le_u64(c, 0)).collect();
-    let hi = body[n * 8..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let slots = body[..n * 8]
+        .chunks_exact(8)
+        .map(|c| format::le_u64(c, 0))
+        .collect();
+    let hi = body[n * 8..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     Ok(Some(Loaded { header, slots, hi }))
 }
 
@@ -70,6 +81,10 @@ pub fn remove(dir: &Path) -> Result<()> {
     match std::fs::remove_file(dir.join(INDEX_FILE)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing a stale checkpoint", dir.join(INDEX_FILE), e)),
+        Err(e) => Err(Error::io(
+            "removing a stale checkpoint",
+            dir.join(INDEX_FILE),
+            e,
+        )),
     }
 }

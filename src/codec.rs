@@ -43,7 +43,12 @@ pub struct CompressionPolicy {
 
 impl Default for CompressionPolicy {
     fn default() -> Self {
-        CompressionPolicy { lz4_min: 1024, zstd_above: 100 * 1024, zstd_level: 1, enabled: true }
+        CompressionPolicy {
+            lz4_min: 1024,
+            zstd_above: 100 * 1024,
+            zstd_level: 1,
+            enabled: true,
+        }
     }
 }
 
@@ -62,7 +67,12 @@ impl CompressionPolicy {
 
 /// Compresses `data` with `codec` into `out` (cleared first). Returns false
 /// when the result would not be smaller than `data` (store raw instead).
-pub fn compress(codec: CompressionType, level: i32, data: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+pub fn compress(
+    codec: CompressionType,
+    level: i32,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool> {
     out.clear();
     match codec {
         CompressionType::None => Ok(false),
@@ -85,20 +95,25 @@ pub fn compress(codec: CompressionType, level: i32, data: &[u8], out: &mut Vec<u
 
 /// Decompresses `stored` into exactly `out` (whose length is the raw length).
 /// `Err(reason)` when the bytes do not decode to exactly that many bytes.
-pub fn decompress_into(codec: CompressionType, stored: &[u8], out: &mut [u8]) -> std::result::Result<(), &'static str> {
-    let n = match codec {
-        CompressionType::None => {
-            if stored.len() != out.len() {
-                return Err("length mismatch");
+pub fn decompress_into(
+    codec: CompressionType,
+    stored: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<(), &'static str> {
+    let n =
+        match codec {
+            CompressionType::None => {
+                if stored.len() != out.len() {
+                    return Err("length mismatch");
+                }
+                out.copy_from_slice(stored);
+                stored.len()
             }
-            out.copy_from_slice(stored);
-            stored.len()
-        }
-        CompressionType::Lz4 => lz4_flex::block::decompress_into(stored, out).map_err(|_| "lz4 data is malformed")?,
-        CompressionType::Zstd => {
-            zstd::bulk::decompress_to_buffer(stored, out).map_err(|_| "zstd data is malformed")?
-        }
-    };
+            CompressionType::Lz4 => lz4_flex::block::decompress_into(stored, out)
+                .map_err(|_| "lz4 data is malformed")?,
+            CompressionType::Zstd => zstd::bulk::decompress_to_buffer(stored, out)
+                .map_err(|_| "zstd data is malformed")?,
+        };
     if n == out.len() {
         Ok(())
     } else {
@@ -118,7 +133,14 @@ mod tests {
         assert_eq!(p.choose(1024), CompressionType::Lz4);
         assert_eq!(p.choose(100 * 1024), CompressionType::Lz4);
         assert_eq!(p.choose(100 * 1024 + 1), CompressionType::Zstd);
-        assert_eq!(CompressionPolicy { enabled: false, ..p }.choose(1 << 20), CompressionType::None);
+        assert_eq!(
+            CompressionPolicy {
+                enabled: false,
+                ..p
+            }
+            .choose(1 << 20),
+            CompressionType::None
+        );
     }
 
     #[test]
@@ -134,6 +156,9 @@ mod tests {
             assert!(decompress_into(codec, &out, &mut short).is_err());
             assert!(decompress_into(codec, &[0xff; 16], &mut back).is_err());
         }
-        assert!(matches!(CompressionType::try_from(3), Err(Error::InvalidCompression(3))));
+        assert!(matches!(
+            CompressionType::try_from(3),
+            Err(Error::InvalidCompression(3))
+        ));
     }
 }

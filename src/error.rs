@@ -99,7 +99,9 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+        {
             Error::NoSpace { op, path }
         } else {
             Error::Io { op, path, source }
@@ -110,24 +112,50 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, path, source } => write!(f, "I/O error while {op} ({}): {source}", path.display()),
-            Error::NoSpace { op, path } => write!(f, "no space left on device while {op} ({})", path.display()),
-            Error::Locked { path } => write!(f, "store is already open by another handle (lock {})", path.display()),
-            Error::NotAStore { path, reason } => write!(f, "{} is not a payload store: {reason}", path.display()),
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error while {op} ({}): {source}", path.display())
+            }
+            Error::NoSpace { op, path } => {
+                write!(f, "no space left on device while {op} ({})", path.display())
+            }
+            Error::Locked { path } => write!(
+                f,
+                "store is already open by another handle (lock {})",
+                path.display()
+            ),
+            Error::NotAStore { path, reason } => {
+                write!(f, "{} is not a payload store: {reason}", path.display())
+            }
             Error::UnsupportedVersion { found, supported } => {
                 write!(f, "store format version {found} is not supported (this build reads up to {supported})")
             }
             Error::Corrupt { offset, reason } => {
                 write!(f, "corrupt record at log offset {offset}: {reason} (open with repair to keep intact records)")
             }
-            Error::ChecksumMismatch { offset } => write!(f, "checksum mismatch in record at log offset {offset}"),
-            Error::InvalidLocation { offset, length, reason } => {
-                write!(f, "no record of stored length {length} at offset {offset}: {reason}")
+            Error::ChecksumMismatch { offset } => {
+                write!(f, "checksum mismatch in record at log offset {offset}")
             }
-            Error::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds the maximum of {max}"),
-            Error::BufferTooSmall { needed } => write!(f, "buffer too small: {needed} bytes needed"),
+            Error::InvalidLocation {
+                offset,
+                length,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "no record of stored length {length} at offset {offset}: {reason}"
+                )
+            }
+            Error::PayloadTooLarge { len, max } => {
+                write!(f, "payload of {len} bytes exceeds the maximum of {max}")
+            }
+            Error::BufferTooSmall { needed } => {
+                write!(f, "buffer too small: {needed} bytes needed")
+            }
             Error::ReadOnly => write!(f, "store is read-only"),
-            Error::Poisoned => write!(f, "an earlier fsync failed; the store refuses writes until reopened"),
+            Error::Poisoned => write!(
+                f,
+                "an earlier fsync failed; the store refuses writes until reopened"
+            ),
             Error::InvalidCompression(t) => write!(f, "invalid compression tag {t}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),

@@ -179,7 +179,8 @@ impl RecordHeader {
     /// Decodes and sanity-checks a header (not the checksum: see `checksum_ok`).
     pub fn decode(b: &[u8; RECORD_HEADER_LEN]) -> Result<RecordHeader, &'static str> {
         let kind = RecordKind::from_byte(b[RH_KIND]).ok_or("unknown record kind")?;
-        let compression = CompressionType::try_from(b[RH_COMPRESSION]).map_err(|_| "unknown compression tag")?;
+        let compression =
+            CompressionType::try_from(b[RH_COMPRESSION]).map_err(|_| "unknown compression tag")?;
         if b[RH_RESERVED..RH_ID] != [0, 0] {
             return Err("reserved header bytes are not zero");
         }
@@ -195,13 +196,19 @@ impl RecordHeader {
             return Err("length exceeds the maximum payload size");
         }
         match kind {
-            RecordKind::Put if compression == CompressionType::None && h.stored_len != h.raw_len => {
+            RecordKind::Put
+                if compression == CompressionType::None && h.stored_len != h.raw_len =>
+            {
                 Err("uncompressed record with different stored and raw lengths")
             }
-            RecordKind::Delete if h.stored_len != 0 || h.raw_len != 0 || compression != CompressionType::None => {
+            RecordKind::Delete
+                if h.stored_len != 0 || h.raw_len != 0 || compression != CompressionType::None =>
+            {
                 Err("malformed tombstone")
             }
-            RecordKind::Padding if h.raw_len != 0 || compression != CompressionType::None || h.id != 0 => {
+            RecordKind::Padding
+                if h.raw_len != 0 || compression != CompressionType::None || h.id != 0 =>
+            {
                 Err("malformed padding record")
             }
             _ => Ok(h),
@@ -268,7 +275,8 @@ impl LogHeader {
         b[LH_CREATED..LH_CREATED + 8].copy_from_slice(&self.created.to_le_bytes());
         let crc = crc32fast::hash(&b[..LH_STATIC_CRC]);
         b[LH_STATIC_CRC..LH_WATERMARK].copy_from_slice(&crc.to_le_bytes());
-        b[LH_WATERMARK..LH_WATERMARK + WATERMARK_SLOT_LEN].copy_from_slice(&encode_watermark(watermark));
+        b[LH_WATERMARK..LH_WATERMARK + WATERMARK_SLOT_LEN]
+            .copy_from_slice(&encode_watermark(watermark));
         b
     }
 
@@ -297,7 +305,8 @@ impl LogHeader {
             created: le_u64(b, LH_CREATED),
         };
         let wm = le_u64(b, LH_WATERMARK);
-        let wm_ok = le_u32(b, LH_WATERMARK_CRC) == crc32fast::hash(&b[LH_WATERMARK..LH_WATERMARK_CRC]);
+        let wm_ok =
+            le_u32(b, LH_WATERMARK_CRC) == crc32fast::hash(&b[LH_WATERMARK..LH_WATERMARK_CRC]);
         Ok((h, wm_ok.then_some(wm)))
     }
 }
@@ -494,20 +503,34 @@ mod tests {
         assert_eq!(d.id, h.id);
         assert_eq!(d.stored_len, 5);
         assert!(checksum_ok(42, &b, b"hello"));
-        assert!(!checksum_ok(43, &b, b"hello"), "salt must change the checksum");
+        assert!(
+            !checksum_ok(43, &b, b"hello"),
+            "salt must change the checksum"
+        );
         assert!(!checksum_ok(42, &b, b"hellp"));
-        assert!(RecordHeader::decode(&[0u8; RECORD_HEADER_LEN]).is_err(), "zeros are not a record");
+        assert!(
+            RecordHeader::decode(&[0u8; RECORD_HEADER_LEN]).is_err(),
+            "zeros are not a record"
+        );
     }
 
     #[test]
     fn log_header_round_trip_and_damage() {
-        let h = LogHeader { version: 1, salt: 7, generation: 0, created: 99 };
+        let h = LogHeader {
+            version: 1,
+            salt: 7,
+            generation: 0,
+            created: 99,
+        };
         let mut b = h.encode(4096);
         assert_eq!(LogHeader::decode(&b).unwrap(), (h, Some(4096)));
         b[LH_WATERMARK] ^= 1;
         assert_eq!(LogHeader::decode(&b).unwrap(), (h, None));
         b[LH_SALT] ^= 1;
-        assert!(matches!(LogHeader::decode(&b), Err(DecodeError::NotAStore(_))));
+        assert!(matches!(
+            LogHeader::decode(&b),
+            Err(DecodeError::NotAStore(_))
+        ));
     }
 
     #[test]
@@ -519,7 +542,12 @@ mod tests {
             last_record: 900,
             saved_at: 3,
             slots: 64,
-            counters: Counters { live: 3, dead_bytes: 9, count_by_codec: [1, 1, 1], ..Counters::default() },
+            counters: Counters {
+                live: 3,
+                dead_bytes: 9,
+                count_by_codec: [1, 1, 1],
+                ..Counters::default()
+            },
         };
         let mut b = c.encode();
         assert_eq!(CheckpointHeader::decode(&b).unwrap(), c);

@@ -50,14 +50,23 @@ pub struct Mode {
 }
 
 /// Checks the record at `off` of a file of `file_len` bytes.
-pub fn record_at(seg: &Segment, salt: u64, off: u64, file_len: u64) -> std::result::Result<RecordHeader, &'static str> {
-    let hb = seg.bytes(off, RECORD_HEADER_LEN).ok_or("record header past the end of the file")?;
+pub fn record_at(
+    seg: &Segment,
+    salt: u64,
+    off: u64,
+    file_len: u64,
+) -> std::result::Result<RecordHeader, &'static str> {
+    let hb = seg
+        .bytes(off, RECORD_HEADER_LEN)
+        .ok_or("record header past the end of the file")?;
     let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| "short header")?;
     let h = RecordHeader::decode(hb)?;
     if off + h.record_len() > file_len {
         return Err("record extends past the end of the file");
     }
-    let stored = seg.bytes(off + RECORD_HEADER_LEN as u64, h.stored_len as usize).ok_or("record out of range")?;
+    let stored = seg
+        .bytes(off + RECORD_HEADER_LEN as u64, h.stored_len as usize)
+        .ok_or("record out of range")?;
     if !format::checksum_ok(salt, hb, stored) {
         return Err("checksum mismatch");
     }
@@ -74,7 +83,10 @@ pub fn scan(
     mode: Mode,
     mut apply: impl FnMut(u64, &RecordHeader),
 ) -> Result<Scan> {
-    let mut s = Scan { end: start, ..Scan::default() };
+    let mut s = Scan {
+        end: start,
+        ..Scan::default()
+    };
     let mut pos = start;
     while pos < file_len {
         match record_at(seg, salt, pos, file_len) {
@@ -107,7 +119,10 @@ pub fn scan(
                     }
                 }
                 if pos < mode.watermark {
-                    return Err(Error::Corrupt { offset: pos, reason });
+                    return Err(Error::Corrupt {
+                        offset: pos,
+                        reason,
+                    });
                 }
                 s.torn_tail_bytes = file_len - pos;
                 break;
@@ -131,7 +146,8 @@ fn all_zero(seg: &Segment, from: u64, to: u64) -> bool {
 
 /// First offset in `[from, file_len)` holding an intact record.
 fn next_intact(seg: &Segment, salt: u64, from: u64, file_len: u64) -> Option<u64> {
-    (from..file_len.saturating_sub(RECORD_HEADER_LEN as u64 - 1)).find(|&p| record_at(seg, salt, p, file_len).is_ok())
+    (from..file_len.saturating_sub(RECORD_HEADER_LEN as u64 - 1))
+        .find(|&p| record_at(seg, salt, p, file_len).is_ok())
 }
 
 /// Covers `[off, off + len)` (`len` ≥ header size) with padding records.
@@ -143,10 +159,16 @@ fn write_padding(seg: &Segment, salt: u64, mut off: u64, len: u64) -> Result<()>
         if end - off - n > 0 && end - off - n < hl {
             n -= hl; // leave room for one more header
         }
-        let stored_len = u32::try_from(n - hl).map_err(|_| Error::Corrupt { offset: off, reason: "bad padding" })?;
+        let stored_len = u32::try_from(n - hl).map_err(|_| Error::Corrupt {
+            offset: off,
+            reason: "bad padding",
+        })?;
         let body = seg
             .bytes(off + hl, stored_len as usize)
-            .ok_or(Error::Corrupt { offset: off, reason: "damaged region out of range" })?;
+            .ok_or(Error::Corrupt {
+                offset: off,
+                reason: "damaged region out of range",
+            })?;
         let mut hdr = RecordHeader {
             crc: 0,
             kind: format::RecordKind::Padding,

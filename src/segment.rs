@@ -101,7 +101,10 @@ impl Segment {
     /// Maps every chunk that holds bytes below `end`.
     pub fn map_upto(&self, end: u64) -> Result<()> {
         if end > MAX_LOG_LEN {
-            return Err(Error::PayloadTooLarge { len: end, max: MAX_LOG_LEN });
+            return Err(Error::PayloadTooLarge {
+                len: end,
+                max: MAX_LOG_LEN,
+            });
         }
         let last = end.saturating_sub(1) >> CHUNK_SHIFT;
         for i in 0..=last as usize {
@@ -117,8 +120,12 @@ impl Segment {
             // SAFETY: see the module docs: the mapping is only dereferenced
             // below `committed` (reads) or below the reserved file length
             // (the single writer), and the file is locked against others.
-            let map = if self.writable { opts.map_raw(&self.file) } else { opts.map_raw_read_only(&self.file) }
-                .map_err(|e| Error::io("mapping the log", &self.path, e))?;
+            let map = if self.writable {
+                opts.map_raw(&self.file)
+            } else {
+                opts.map_raw_read_only(&self.file)
+            }
+            .map_err(|e| Error::io("mapping the log", &self.path, e))?;
             let _ = self.chunks[i].set(map);
         }
         Ok(())
@@ -129,7 +136,8 @@ impl Segment {
         let chunk = (off >> CHUNK_SHIFT) as usize;
         let map = self.chunks[chunk].get().expect("chunk mapped before use");
         // `off - chunk start` < CHUNK ≤ MAP_LEN: the result stays inside the mapping.
-        map.as_mut_ptr().wrapping_add((off & ((1 << CHUNK_SHIFT) - 1)) as usize)
+        map.as_mut_ptr()
+            .wrapping_add((off & ((1 << CHUNK_SHIFT) - 1)) as usize)
     }
 
     /// The bytes `[off, off + len)` when they lie below the committed end and
@@ -151,7 +159,8 @@ impl Segment {
     /// so it is a committed record start). Returns `None` if out of range.
     #[inline]
     pub fn peek_id(&self, off: u64) -> Option<u128> {
-        self.bytes(off, format::RECORD_HEADER_LEN).map(format::RecordHeader::peek_id)
+        self.bytes(off, format::RECORD_HEADER_LEN)
+            .map(format::RecordHeader::peek_id)
     }
 
     /// Appends `parts` as one record at `cur.end`, growing and mapping the
@@ -164,7 +173,10 @@ impl Segment {
         let off = cur.end;
         let new_end = off + len;
         if new_end > MAX_LOG_LEN {
-            return Err(Error::PayloadTooLarge { len: new_end, max: MAX_LOG_LEN });
+            return Err(Error::PayloadTooLarge {
+                len: new_end,
+                max: MAX_LOG_LEN,
+            });
         }
         if new_end > cur.capacity {
             self.grow(cur, new_end)?;
@@ -217,7 +229,13 @@ impl Segment {
         // SAFETY: the header page is inside the file (created with its header)
         // and chunk 0 is mapped at open; the slot is written only under the
         // sync lock and read by nobody while the store is open.
-        unsafe { std::ptr::copy_nonoverlapping(slot.as_ptr(), self.ptr(format::LH_WATERMARK as u64), slot.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                slot.as_ptr(),
+                self.ptr(format::LH_WATERMARK as u64),
+                slot.len(),
+            )
+        };
         Ok(())
     }
 
@@ -225,7 +243,8 @@ impl Segment {
     pub fn sync(&self) -> Result<()> {
         #[cfg(not(target_os = "linux"))]
         for map in self.chunks.iter().map_while(|c| c.get()) {
-            map.flush().map_err(|e| Error::io("flushing the log map", &self.path, e))?;
+            map.flush()
+                .map_err(|e| Error::io("flushing the log map", &self.path, e))?;
         }
         // On Linux fdatasync writes back pages dirtied through shared maps too.
         sys::sync_data(&self.file, &self.path)
@@ -233,6 +252,8 @@ impl Segment {
 
     /// Sets the file length (open-time recovery and close only).
     pub fn set_len(&self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| Error::io("truncating the log", &self.path, e))
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncating the log", &self.path, e))
     }
 }

@@ -17,7 +17,10 @@
 use crate::checkpoint;
 use crate::codec::{self, CompressionType};
 use crate::error::{Error, Result};
-use crate::format::{self, CheckpointHeader, Counters, LogHeader, RecordHeader, RecordKind, LOG_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::format::{
+    self, CheckpointHeader, Counters, LogHeader, RecordHeader, RecordKind, LOG_HEADER_LEN,
+    RECORD_HEADER_LEN,
+};
 use crate::index::memory::{MemIndex, MemWriter};
 use crate::index::IndexBackend;
 use crate::options::{LogLevel, Options, SyncPolicy};
@@ -118,11 +121,14 @@ impl PayloadStore {
         let started = Instant::now();
         let dir = data_dir.as_ref().to_path_buf();
         if opts.backend == IndexBackend::DiskHash {
-            return Err(Error::Unsupported("the DiskHash index backend is not available in this build"));
+            return Err(Error::Unsupported(
+                "the DiskHash index backend is not available in this build",
+            ));
         }
         let writable = !opts.read_only;
         if writable {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating the store directory", &dir, e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io("creating the store directory", &dir, e))?;
         }
         let lock = sys::lock_dir(&dir.join(format::LOCK_FILE), writable)?;
         let log_path = dir.join(format::LOG_FILE);
@@ -134,14 +140,26 @@ impl PayloadStore {
             .mode(0o644)
             .open(&log_path)
             .map_err(|e| Error::io("opening the log", &log_path, e))?;
-        let mut file_len = file.metadata().map_err(|e| Error::io("reading log metadata", &log_path, e))?.len();
+        let mut file_len = file
+            .metadata()
+            .map_err(|e| Error::io("reading log metadata", &log_path, e))?
+            .len();
         let created = file_len == 0;
         if created {
             if !writable {
-                return Err(Error::NotAStore { path: log_path, reason: "the log is empty" });
+                return Err(Error::NotAStore {
+                    path: log_path,
+                    reason: "the log is empty",
+                });
             }
-            let header = LogHeader { version: format::FORMAT_VERSION, salt: sys::random_u64(), generation: 0, created: sys::unix_now() };
-            file.write_all_at(&header.encode(LOG_HEADER_LEN), 0).map_err(|e| Error::io("writing the log header", &log_path, e))?;
+            let header = LogHeader {
+                version: format::FORMAT_VERSION,
+                salt: sys::random_u64(),
+                generation: 0,
+                created: sys::unix_now(),
+            };
+            file.write_all_at(&header.encode(LOG_HEADER_LEN), 0)
+                .map_err(|e| Error::io("writing the log header", &log_path, e))?;
             sys::sync_data(&file, &log_path)?;
             sys::sync_dir(&dir)?;
             checkpoint::remove(&dir)?;
@@ -149,12 +167,22 @@ impl PayloadStore {
         }
         let mut hb = [0u8; LOG_HEADER_LEN as usize];
         if file_len < LOG_HEADER_LEN {
-            return Err(Error::NotAStore { path: log_path, reason: "file shorter than the log header" });
+            return Err(Error::NotAStore {
+                path: log_path,
+                reason: "file shorter than the log header",
+            });
         }
-        file.read_exact_at(&mut hb, 0).map_err(|e| Error::io("reading the log header", &log_path, e))?;
+        file.read_exact_at(&mut hb, 0)
+            .map_err(|e| Error::io("reading the log header", &log_path, e))?;
         let (header, watermark) = LogHeader::decode(&hb).map_err(|e| match e {
-            format::DecodeError::NotAStore(reason) => Error::NotAStore { path: log_path.clone(), reason },
-            format::DecodeError::Version(found) => Error::UnsupportedVersion { found, supported: format::FORMAT_VERSION },
+            format::DecodeError::NotAStore(reason) => Error::NotAStore {
+                path: log_path.clone(),
+                reason,
+            },
+            format::DecodeError::Version(found) => Error::UnsupportedVersion {
+                found,
+                supported: format::FORMAT_VERSION,
+            },
         })?;
         let salt = header.salt;
         let seg = Segment::new(log_path, file, writable);
@@ -169,11 +197,21 @@ impl PayloadStore {
                     match MemIndex::from_snapshot(ck.slots, ck.hi) {
                         Some((index, mem)) => {
                             report.source = IndexSource::Checkpoint;
-                            let mark = CheckpointMark { covered_end: hdr.covered_end, saved_at: Some(hdr.saved_at) };
-                            (index, mem, hdr.counters, (hdr.covered_end, hdr.last_record), mark)
+                            let mark = CheckpointMark {
+                                covered_end: hdr.covered_end,
+                                saved_at: Some(hdr.saved_at),
+                            };
+                            (
+                                index,
+                                mem,
+                                hdr.counters,
+                                (hdr.covered_end, hdr.last_record),
+                                mark,
+                            )
                         }
                         None => {
-                            report.checkpoint_problem = Some("checkpoint slot table is inconsistent".into());
+                            report.checkpoint_problem =
+                                Some("checkpoint slot table is inconsistent".into());
                             fresh_index(file_len)
                         }
                     }
@@ -199,14 +237,23 @@ impl PayloadStore {
             mark = CheckpointMark::default();
         }
         let mut w = Writer {
-            cur: WriteCursor { end: start.0, capacity: file_len },
+            cur: WriteCursor {
+                end: start.0,
+                capacity: file_len,
+            },
             mem,
             counters,
             last_record: start.1,
             next_warning: 0,
         };
-        let mode = Mode { watermark: watermark.unwrap_or(0), repair: opts.repair, writable };
-        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| apply(&seg, &index, &mut w, off, h))?;
+        let mode = Mode {
+            watermark: watermark.unwrap_or(0),
+            repair: opts.repair,
+            writable,
+        };
+        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
+            apply(&seg, &index, &mut w, off, h)
+        })?;
         w.cur.end = scan.end;
         if scan.records > 0 {
             w.last_record = scan.last_record;
@@ -214,7 +261,11 @@ impl PayloadStore {
         report.replayed_records = scan.records;
         report.replayed_bytes = scan.bytes;
         report.torn_tail_bytes = scan.torn_tail_bytes;
-        report.torn_tail_offset = if scan.torn_tail_bytes > 0 { scan.end } else { 0 };
+        report.torn_tail_offset = if scan.torn_tail_bytes > 0 {
+            scan.end
+        } else {
+            0
+        };
         report.repaired_regions = scan.repaired;
         seg.set_committed(scan.end);
 
@@ -257,10 +308,19 @@ impl PayloadStore {
     fn report_recovery(&self) {
         let r = &self.recovery;
         if r.torn_tail_bytes > 0 {
-            self.emit(LogLevel::Warn, &format!("cut a torn tail of {} bytes at log offset {}", r.torn_tail_bytes, r.torn_tail_offset));
+            self.emit(
+                LogLevel::Warn,
+                &format!(
+                    "cut a torn tail of {} bytes at log offset {}",
+                    r.torn_tail_bytes, r.torn_tail_offset
+                ),
+            );
         }
         for (off, len) in &r.repaired_regions {
-            self.emit(LogLevel::Warn, &format!("repair: replaced {len} damaged bytes at log offset {off} by padding"));
+            self.emit(
+                LogLevel::Warn,
+                &format!("repair: replaced {len} damaged bytes at log offset {off} by padding"),
+            );
         }
         if let Some(p) = &r.checkpoint_problem {
             self.emit(LogLevel::Info, &format!("index rebuilt from the log: {p}"));
@@ -297,20 +357,29 @@ impl PayloadStore {
     /// shrink the payload it is stored raw. An id that exists is replaced
     /// (last write wins). Compression and checksumming run before the writer
     /// lock is taken, so concurrent appenders compress in parallel.
-    pub fn append(&self, edge_id: u128, data: &[u8], compression: Option<CompressionType>) -> Result<(u64, u32, u8)> {
+    pub fn append(
+        &self,
+        edge_id: u128,
+        data: &[u8],
+        compression: Option<CompressionType>,
+    ) -> Result<(u64, u32, u8)> {
         self.writable()?;
         if data.len() as u64 > MAX_PAYLOAD_LEN {
-            return Err(Error::PayloadTooLarge { len: data.len() as u64, max: MAX_PAYLOAD_LEN });
+            return Err(Error::PayloadTooLarge {
+                len: data.len() as u64,
+                max: MAX_PAYLOAD_LEN,
+            });
         }
         let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
         let (off, len, tag) = SCRATCH.with(|scratch| -> Result<_> {
             let mut scratch = scratch.borrow_mut();
-            let (codec, stored): (CompressionType, &[u8]) =
-                if codec != CompressionType::None && codec::compress(codec, self.opts.compression.zstd_level, data, &mut scratch)? {
-                    (codec, &scratch)
-                } else {
-                    (CompressionType::None, data)
-                };
+            let (codec, stored): (CompressionType, &[u8]) = if codec != CompressionType::None
+                && codec::compress(codec, self.opts.compression.zstd_level, data, &mut scratch)?
+            {
+                (codec, &scratch)
+            } else {
+                (CompressionType::None, data)
+            };
             let header = RecordHeader {
                 crc: 0,
                 kind: RecordKind::Put,
@@ -359,14 +428,22 @@ impl PayloadStore {
         if !self.has_payload(edge_id) {
             return Ok(false);
         }
-        let header =
-            RecordHeader { crc: 0, kind: RecordKind::Delete, compression: CompressionType::None, id: edge_id, stored_len: 0, raw_len: 0 };
+        let header = RecordHeader {
+            crc: 0,
+            kind: RecordKind::Delete,
+            compression: CompressionType::None,
+            id: edge_id,
+            stored_len: 0,
+            raw_len: 0,
+        };
         self.write_record(&header, &[])?;
         Ok(true)
     }
 
     fn check_memory(&self, w: &mut Writer) {
-        let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else { return };
+        let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else {
+            return;
+        };
         let bytes = self.index.memory_bytes();
         if bytes >= threshold {
             w.next_warning += 1;
@@ -388,7 +465,10 @@ impl PayloadStore {
         let covered = self.checkpoint.lock().covered_end;
         if end.saturating_sub(covered) >= every {
             if let Err(e) = self.save_index() {
-                self.emit(LogLevel::Error, &format!("automatic checkpoint failed: {e}"));
+                self.emit(
+                    LogLevel::Error,
+                    &format!("automatic checkpoint failed: {e}"),
+                );
             }
         }
     }
@@ -396,13 +476,22 @@ impl PayloadStore {
     /// Offset of the newest record of `edge_id`.
     #[inline]
     fn locate(&self, edge_id: u128) -> Option<u64> {
-        self.index.get(edge_id, |off| self.seg.peek_id(off) == Some(edge_id))
+        self.index
+            .get(edge_id, |off| self.seg.peek_id(off) == Some(edge_id))
     }
 
     /// The verified header and stored bytes of the record at `off`.
     fn record(&self, off: u64) -> Result<(RecordHeader, &[u8])> {
-        let hb = self.seg.bytes(off, RECORD_HEADER_LEN).ok_or(Error::Corrupt { offset: off, reason: "index points past the log" })?;
-        let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| Error::ChecksumMismatch { offset: off })?;
+        let hb = self
+            .seg
+            .bytes(off, RECORD_HEADER_LEN)
+            .ok_or(Error::Corrupt {
+                offset: off,
+                reason: "index points past the log",
+            })?;
+        let hb: &[u8; RECORD_HEADER_LEN] = hb
+            .try_into()
+            .map_err(|_| Error::ChecksumMismatch { offset: off })?;
         let h = RecordHeader::decode(hb).map_err(|_| Error::ChecksumMismatch { offset: off })?;
         let stored = self
             .seg
@@ -415,7 +504,10 @@ impl PayloadStore {
     }
 
     fn decode_into(&self, off: u64, h: &RecordHeader, stored: &[u8], out: &mut [u8]) -> Result<()> {
-        codec::decompress_into(h.compression, stored, out).map_err(|reason| Error::Corrupt { offset: off, reason })
+        codec::decompress_into(h.compression, stored, out).map_err(|reason| Error::Corrupt {
+            offset: off,
+            reason,
+        })
     }
 
     fn read_vec(&self, off: u64) -> Result<Vec<u8>> {
@@ -437,7 +529,9 @@ impl PayloadStore {
     /// Returns its length, `None` if absent, or `Error::BufferTooSmall
     /// { needed }` when `buf` is shorter than the payload.
     pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
-        let Some(off) = self.locate(edge_id) else { return Ok(None) };
+        let Some(off) = self.locate(edge_id) else {
+            return Ok(None);
+        };
         let (h, stored) = self.record(off)?;
         let n = h.raw_len as usize;
         if n > buf.len() {
@@ -451,7 +545,9 @@ impl PayloadStore {
     /// its capacity. Returns false (and leaves `out` empty) if absent.
     pub fn get_to_vec(&self, edge_id: u128, out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
-        let Some(off) = self.locate(edge_id) else { return Ok(false) };
+        let Some(off) = self.locate(edge_id) else {
+            return Ok(false);
+        };
         let (h, stored) = self.record(off)?;
         out.resize(h.raw_len as usize, 0);
         self.decode_into(off, &h, stored, out)?;
@@ -470,17 +566,33 @@ impl PayloadStore {
     /// payload record with that stored length and compression whose checksum
     /// matches; anything else is `Error::InvalidLocation` — never other bytes.
     /// Locations of replaced or deleted payloads stay readable (until compaction).
-    pub fn get_at_offset(&self, offset: u64, length: u32, compression: CompressionType) -> Result<Vec<u8>> {
-        let bad = |reason| Error::InvalidLocation { offset, length, reason };
+    pub fn get_at_offset(
+        &self,
+        offset: u64,
+        length: u32,
+        compression: CompressionType,
+    ) -> Result<Vec<u8>> {
+        let bad = |reason| Error::InvalidLocation {
+            offset,
+            length,
+            reason,
+        };
         if offset < LOG_HEADER_LEN {
             return Err(bad("offset is inside the file header"));
         }
         let total = u64::from(length) + RECORD_HEADER_LEN as u64;
-        if offset.checked_add(total).is_none_or(|end| end > self.seg.committed()) {
+        if offset
+            .checked_add(total)
+            .is_none_or(|end| end > self.seg.committed())
+        {
             return Err(bad("location extends past the end of the log"));
         }
-        let hb = self.seg.bytes(offset, RECORD_HEADER_LEN).ok_or(bad("location out of range"))?;
-        let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| bad("location out of range"))?;
+        let hb = self
+            .seg
+            .bytes(offset, RECORD_HEADER_LEN)
+            .ok_or(bad("location out of range"))?;
+        let hb: &[u8; RECORD_HEADER_LEN] =
+            hb.try_into().map_err(|_| bad("location out of range"))?;
         let h = RecordHeader::decode(hb).map_err(|_| bad("no record header at this offset"))?;
         if h.kind != RecordKind::Put {
             return Err(bad("the record at this offset is not a payload"));
@@ -491,7 +603,10 @@ impl PayloadStore {
         if h.compression != compression {
             return Err(bad("the record at this offset has another compression"));
         }
-        let stored = self.seg.bytes(offset + RECORD_HEADER_LEN as u64, length as usize).ok_or(bad("location out of range"))?;
+        let stored = self
+            .seg
+            .bytes(offset + RECORD_HEADER_LEN as u64, length as usize)
+            .ok_or(bad("location out of range"))?;
         if !format::checksum_ok(self.salt, hb, stored) {
             return Err(bad("no intact record at this offset (checksum mismatch)"));
         }
@@ -561,7 +676,10 @@ impl PayloadStore {
         let result = result.and_then(|()| self.seg.sync());
         if let Err(e) = result {
             self.poisoned.store(true, Ordering::Release);
-            self.emit(LogLevel::Error, &format!("fsync failed, store is now read-only: {e}"));
+            self.emit(
+                LogLevel::Error,
+                &format!("fsync failed, store is now read-only: {e}"),
+            );
             return Err(e);
         }
         self.durable.store(end, Ordering::Release);
@@ -593,7 +711,10 @@ impl PayloadStore {
         // the checkpoint reaches the disk only after the log it covers.
         self.sync_to(end)?;
         checkpoint::save(&self.dir, &header, &slots, &hi)?;
-        *mark = CheckpointMark { covered_end: end, saved_at: Some(header.saved_at) };
+        *mark = CheckpointMark {
+            covered_end: end,
+            saved_at: Some(header.saved_at),
+        };
         Ok(())
     }
 
@@ -620,9 +741,17 @@ impl PayloadStore {
             file_bytes: end,
             raw_bytes: raw,
             by_compression: by,
-            compression_ratio: if stored == 0 { 1.0 } else { raw as f64 / stored as f64 },
+            compression_ratio: if stored == 0 {
+                1.0
+            } else {
+                raw as f64 / stored as f64
+            },
             index_memory_bytes: mem,
-            index_bytes_per_payload: if c.live == 0 { 0.0 } else { mem as f64 / c.live as f64 },
+            index_bytes_per_payload: if c.live == 0 {
+                0.0
+            } else {
+                mem as f64 / c.live as f64
+            },
             backend: self.opts.backend,
             durable_offset: durable,
             last_checkpoint_unix: mark.saved_at,
@@ -680,11 +809,22 @@ fn fresh_index(file_len: u64) -> (MemIndex, MemWriter, Counters, (u64, u64), Che
     // Guess the entry count from the log size (≥ 64 bytes per record) to
     // avoid most rebuilds during a full scan.
     let (index, mem) = MemIndex::new(file_len / 256);
-    (index, mem, Counters::default(), (LOG_HEADER_LEN, 0), CheckpointMark::default())
+    (
+        index,
+        mem,
+        Counters::default(),
+        (LOG_HEADER_LEN, 0),
+        CheckpointMark::default(),
+    )
 }
 
 /// Why a checkpoint cannot be used, if it cannot.
-fn usable_checkpoint(seg: &Segment, salt: u64, file_len: u64, h: &CheckpointHeader) -> std::result::Result<(), &'static str> {
+fn usable_checkpoint(
+    seg: &Segment,
+    salt: u64,
+    file_len: u64,
+    h: &CheckpointHeader,
+) -> std::result::Result<(), &'static str> {
     if h.salt != salt {
         return Err("checkpoint belongs to another log");
     }
@@ -692,7 +832,11 @@ fn usable_checkpoint(seg: &Segment, salt: u64, file_len: u64, h: &CheckpointHead
         return Err("checkpoint covers more than the log holds");
     }
     if h.last_record == 0 {
-        return if h.covered_end == LOG_HEADER_LEN { Ok(()) } else { Err("checkpoint has no last record") };
+        return if h.covered_end == LOG_HEADER_LEN {
+            Ok(())
+        } else {
+            Err("checkpoint has no last record")
+        };
     }
     match recovery::record_at(seg, salt, h.last_record, file_len) {
         Ok(r) if h.last_record + r.record_len() == h.covered_end => Ok(()),
@@ -730,9 +874,15 @@ fn apply(seg: &Segment, index: &MemIndex, w: &mut Writer, off: u64, h: &RecordHe
 
 /// Moves the record at `off` from live to dead in the counters.
 fn retire(seg: &Segment, c: &mut Counters, off: u64) {
-    let Some(hb) = seg.bytes(off, RECORD_HEADER_LEN) else { return };
-    let Ok(hb) = <&[u8; RECORD_HEADER_LEN]>::try_from(hb) else { return };
-    let Ok(h) = RecordHeader::decode(hb) else { return };
+    let Some(hb) = seg.bytes(off, RECORD_HEADER_LEN) else {
+        return;
+    };
+    let Ok(hb) = <&[u8; RECORD_HEADER_LEN]>::try_from(hb) else {
+        return;
+    };
+    let Ok(h) = RecordHeader::decode(hb) else {
+        return;
+    };
     let t = h.compression as usize;
     c.live = c.live.saturating_sub(1);
     c.live_bytes = c.live_bytes.saturating_sub(h.record_len());

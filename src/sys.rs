@@ -22,13 +22,19 @@ pub fn lock_dir(path: &Path, exclusive: bool) -> Result<File> {
         .mode(0o644)
         .open(path)
         .map_err(|e| Error::io("creating the lock file", path, e))?;
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
     // SAFETY: flock takes a valid, open descriptor owned by `file` and an integer flag.
     let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Error::Locked { path: path.to_path_buf() }
+            Error::Locked {
+                path: path.to_path_buf(),
+            }
         } else {
             Error::io("locking the store", path, err)
         });
@@ -60,7 +66,11 @@ pub fn reserve(file: &File, path: &Path, old_len: u64, new_len: u64) -> Result<(
     // SAFETY: as above.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
     if rc != 0 {
-        return Err(Error::io("reserving space in the log", path, std::io::Error::from_raw_os_error(rc)));
+        return Err(Error::io(
+            "reserving space in the log",
+            path,
+            std::io::Error::from_raw_os_error(rc),
+        ));
     }
     Ok(())
 }
@@ -77,7 +87,8 @@ pub fn sync_data(file: &File, path: &Path) -> Result<()> {
 /// Makes a directory entry change (create, rename) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| Error::io("opening the directory", dir, e))?;
-    d.sync_all().map_err(|e| Error::io("syncing the directory", dir, e))
+    d.sync_all()
+        .map_err(|e| Error::io("syncing the directory", dir, e))
 }
 
 /// Writes `parts` to `<dir>/<tmp>`, syncs it, renames it over `<dir>/<name>`
@@ -95,13 +106,17 @@ pub fn write_atomic(dir: &Path, tmp: &str, name: &str, parts: &[&[u8]]) -> Resul
         .map_err(|e| Error::io("creating the checkpoint", &tmp_path, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
     for p in parts {
-        w.write_all(p).map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
+        w.write_all(p)
+            .map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
     }
-    w.flush().map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
+    w.flush()
+        .map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
     drop(w);
-    f.sync_all().map_err(|e| Error::io("syncing the checkpoint", &tmp_path, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("syncing the checkpoint", &tmp_path, e))?;
     drop(f);
-    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io("renaming the checkpoint", &final_path, e))?;
+    std::fs::rename(&tmp_path, &final_path)
+        .map_err(|e| Error::io("renaming the checkpoint", &final_path, e))?;
     sync_dir(dir)
 }
 
@@ -116,12 +131,16 @@ pub fn random_u64() -> u64 {
             return v;
         }
     }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     v ^= t ^ (u64::from(std::process::id()) << 32);
     v | 1
 }
 
 /// Seconds since the unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -29,9 +29,15 @@ fn readers_and_writers_agree() {
 
 fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
     let t = TempDir::new("conc");
-    let store = PayloadStore::open_with_options(t.store(), Options::default().backend(backend).sync_policy(policy)).unwrap();
+    let store = PayloadStore::open_with_options(
+        t.store(),
+        Options::default().backend(backend).sync_policy(policy),
+    )
+    .unwrap();
     let done: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
-    let latest: Vec<Vec<AtomicU32>> = (0..2).map(|_| (0..MAX_PER_WRITER).map(|_| AtomicU32::new(0)).collect()).collect();
+    let latest: Vec<Vec<AtomicU32>> = (0..2)
+        .map(|_| (0..MAX_PER_WRITER).map(|_| AtomicU32::new(0)).collect())
+        .collect();
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     let deadline = Instant::now() + dur;
@@ -81,9 +87,15 @@ fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
                     let j = rng.below(upto) as usize;
                     let id = (w as u128) << 64 | j as u128;
                     let min_v = latest[w][j].load(Ordering::Acquire);
-                    assert!(store.get_to_vec(id, &mut buf).unwrap(), "id {id} appended but not found");
+                    assert!(
+                        store.get_to_vec(id, &mut buf).unwrap(),
+                        "id {id} appended but not found"
+                    );
                     let v = u32::from_le_bytes(buf[..4].try_into().unwrap());
-                    assert!(v >= min_v, "read version {v} after version {min_v} was acknowledged");
+                    assert!(
+                        v >= min_v,
+                        "read version {v} after version {min_v} was acknowledged"
+                    );
                     assert_eq!(buf, versioned(id, v));
                     // ids never written are absent
                     assert!(!store.has_payload((w as u128) << 64 | (upto as u128 + 1_000_000)));
@@ -96,7 +108,10 @@ fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
     let total: u64 = done.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     let nreads = reads.load(Ordering::Relaxed);
     eprintln!("{backend:?} {policy:?}: {total} ids appended, {nreads} verified reads");
-    assert!(total > 200 && nreads > 1000, "{total} appends, {nreads} reads");
+    assert!(
+        total > 200 && nreads > 1000,
+        "{total} appends, {nreads} reads"
+    );
     assert_eq!(store.len() as u64, total);
     drop(store);
     let store = PayloadStore::open_with_backend(t.store(), backend).unwrap();
@@ -104,7 +119,10 @@ fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
     for (w, d) in done.iter().enumerate() {
         for j in (0..d.load(Ordering::Relaxed) as usize).step_by(97) {
             let id = (w as u128) << 64 | j as u128;
-            assert_eq!(store.get(id).unwrap().unwrap(), versioned(id, latest[w][j].load(Ordering::Relaxed)));
+            assert_eq!(
+                store.get(id).unwrap().unwrap(),
+                versioned(id, latest[w][j].load(Ordering::Relaxed))
+            );
         }
     }
 }

@@ -29,7 +29,12 @@ fn fill(dir: &Path, ids: std::ops::Range<u128>, backend: payloadstore::IndexBack
 
 fn check_all(s: &PayloadStore, items: &[Item]) {
     for it in items {
-        assert_eq!(s.get(it.id).unwrap().as_ref(), Some(&it.data), "id {}", it.id);
+        assert_eq!(
+            s.get(it.id).unwrap().as_ref(),
+            Some(&it.data),
+            "id {}",
+            it.id
+        );
     }
 }
 
@@ -91,7 +96,12 @@ fn truncated_durable_record_is_an_error_unless_repairing() {
     let items = fill(&a, 0..20, payloadstore::IndexBackend::HashMap);
     let last = items.last().unwrap();
     let log = std::fs::read(a.join(LOG)).unwrap();
-    for cut in [last.loc.0 + 1, last.loc.0 + 31, last.loc.0 + 33, log.len() as u64 - 1] {
+    for cut in [
+        last.loc.0 + 1,
+        last.loc.0 + 31,
+        last.loc.0 + 33,
+        log.len() as u64 - 1,
+    ] {
         let w = t.path().join("w");
         copy_dir(&a, &w);
         std::fs::write(w.join(LOG), &log[..cut as usize]).unwrap();
@@ -100,7 +110,11 @@ fn truncated_durable_record_is_an_error_unless_repairing() {
             Err(e) => panic!("cut {cut}: {e}"),
             Ok(_) => panic!("cut {cut}: opened"),
         }
-        assert_eq!(std::fs::metadata(w.join(LOG)).unwrap().len(), cut, "a refused open changes nothing");
+        assert_eq!(
+            std::fs::metadata(w.join(LOG)).unwrap().len(),
+            cut,
+            "a refused open changes nothing"
+        );
         let s = PayloadStore::open_with_options(&w, Options::default().repair(true)).unwrap();
         check_all(&s, &items[..items.len() - 1]);
         assert_eq!(s.get(last.id).unwrap(), None);
@@ -113,7 +127,11 @@ fn flipped_byte_in_a_middle_record() {
     let a = t.path().join("a");
     let items = fill(&a, 0..60, payloadstore::IndexBackend::HashMap);
     let victim = &items[30];
-    for at in [victim.loc.0 + 3, victim.loc.0 + 10, victim.loc.0 + 40 + u64::from(victim.loc.1) / 2] {
+    for at in [
+        victim.loc.0 + 3,
+        victim.loc.0 + 10,
+        victim.loc.0 + 40 + u64::from(victim.loc.1) / 2,
+    ] {
         let w = t.path().join("w");
         copy_dir(&a, &w);
         let mut log = std::fs::read(w.join(LOG)).unwrap();
@@ -134,12 +152,16 @@ fn flipped_byte_in_a_middle_record() {
                 }
             }
             let (o, l, c) = victim.loc;
-            assert!(s.get_at_offset(o, l, CompressionType::try_from(c).unwrap()).is_err());
+            assert!(s
+                .get_at_offset(o, l, CompressionType::try_from(c).unwrap())
+                .is_err());
             s.close().unwrap();
         }
         // 2. without the checkpoint: the full scan refuses to guess
         std::fs::remove_file(w.join(CKPT)).unwrap();
-        assert!(matches!(PayloadStore::open(&w), Err(Error::Corrupt { offset, .. }) if offset == victim.loc.0));
+        assert!(
+            matches!(PayloadStore::open(&w), Err(Error::Corrupt { offset, .. }) if offset == victim.loc.0)
+        );
         // 3. repair keeps every intact record, before and after the damage
         let s = PayloadStore::open_with_options(&w, Options::default().repair(true)).unwrap();
         let r = s.stats().recovery;
@@ -173,9 +195,27 @@ fn missing_truncated_or_garbled_checkpoint_is_rebuilt() {
             ("empty", Some(vec![])),
             ("truncated", Some(ck[..ck.len() / 2].to_vec())),
             ("header only", Some(ck[..160].to_vec())),
-            ("garbled header", Some({ let mut c = ck.clone(); c[30] ^= 1; c })),
-            ("garbled body", Some({ let mut c = ck.clone(); let n = c.len(); c[n - 100] ^= 0x40; c })),
-            ("random", Some((0..ck.len()).map(|i| (i * 31 % 251) as u8).collect())),
+            (
+                "garbled header",
+                Some({
+                    let mut c = ck.clone();
+                    c[30] ^= 1;
+                    c
+                }),
+            ),
+            (
+                "garbled body",
+                Some({
+                    let mut c = ck.clone();
+                    let n = c.len();
+                    c[n - 100] ^= 0x40;
+                    c
+                }),
+            ),
+            (
+                "random",
+                Some((0..ck.len()).map(|i| (i * 31 % 251) as u8).collect()),
+            ),
         ];
         for (what, content) in damage {
             let w = t.path().join("w");
@@ -250,7 +290,10 @@ fn stale_or_foreign_checkpoint() {
     let s = PayloadStore::open(&older).unwrap();
     let r = s.stats().recovery;
     assert_eq!(r.source, IndexSource::FullScan);
-    assert!(r.checkpoint_problem.unwrap().contains("more than the log holds"));
+    assert!(r
+        .checkpoint_problem
+        .unwrap()
+        .contains("more than the log holds"));
     assert_eq!(s.len(), 30);
     assert_eq!(s.get(45).unwrap(), None);
 }
@@ -268,40 +311,75 @@ fn get_at_offset_rejects_every_wrong_location() {
     s.delete(7).unwrap();
     let end = s.appended_offset();
     let real: std::collections::HashSet<(u64, u32, u8)> = items.iter().map(|(_, l)| *l).collect();
-    let codecs = [CompressionType::None, CompressionType::Lz4, CompressionType::Zstd];
+    let codecs = [
+        CompressionType::None,
+        CompressionType::Lz4,
+        CompressionType::Zstd,
+    ];
     for (data, (off, len, tag)) in &items {
         let tag = CompressionType::try_from(*tag).unwrap();
         assert_eq!(&s.get_at_offset(*off, *len, tag).unwrap(), data);
         for d in [-64i64, -33, -32, -31, -1, 1, 2, 31, 32, 33] {
             let o = off.wrapping_add_signed(d);
             let r = s.get_at_offset(o, *len, tag);
-            assert!(matches!(r, Err(Error::InvalidLocation { .. })), "offset {off}{d:+}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::InvalidLocation { .. })),
+                "offset {off}{d:+}: {r:?}"
+            );
         }
         for dl in [-1i64, 1, 1000] {
             let l = (*len as i64 + dl).max(0) as u32;
             if l != *len {
-                assert!(matches!(s.get_at_offset(*off, l, tag), Err(Error::InvalidLocation { .. })));
+                assert!(matches!(
+                    s.get_at_offset(*off, l, tag),
+                    Err(Error::InvalidLocation { .. })
+                ));
             }
         }
         for c in codecs.iter().filter(|c| **c != tag) {
-            assert!(matches!(s.get_at_offset(*off, *len, *c), Err(Error::InvalidLocation { .. })));
+            assert!(matches!(
+                s.get_at_offset(*off, *len, *c),
+                Err(Error::InvalidLocation { .. })
+            ));
         }
     }
-    for (o, l) in [(0u64, 0u32), (64, 10), (127, 1), (end, 0), (end - 1, 0), (u64::MAX, u32::MAX), (u64::MAX - 10, 5), (128, u32::MAX)] {
+    for (o, l) in [
+        (0u64, 0u32),
+        (64, 10),
+        (127, 1),
+        (end, 0),
+        (end - 1, 0),
+        (u64::MAX, u32::MAX),
+        (u64::MAX - 10, 5),
+        (128, u32::MAX),
+    ] {
         for c in codecs {
-            assert!(matches!(s.get_at_offset(o, l, c), Err(Error::InvalidLocation { .. })), "({o}, {l}, {c:?})");
+            assert!(
+                matches!(s.get_at_offset(o, l, c), Err(Error::InvalidLocation { .. })),
+                "({o}, {l}, {c:?})"
+            );
         }
     }
     // random locations: an error unless it is exactly a real one
     let mut rng = Rng(7);
     for _ in 0..20_000 {
         let o = rng.below(end + 100);
-        let l = if rng.below(2) == 0 { rng.below(5000) as u32 } else { items[rng.below(50) as usize].1 .1 };
+        let l = if rng.below(2) == 0 {
+            rng.below(5000) as u32
+        } else {
+            items[rng.below(50) as usize].1 .1
+        };
         let c = codecs[rng.below(3) as usize];
         match s.get_at_offset(o, l, c) {
             Ok(d) => {
-                assert!(real.contains(&(o, l, c as u8)), "accepted fake location ({o}, {l}, {c:?})");
-                let (data, _) = items.iter().find(|(_, loc)| *loc == (o, l, c as u8)).unwrap();
+                assert!(
+                    real.contains(&(o, l, c as u8)),
+                    "accepted fake location ({o}, {l}, {c:?})"
+                );
+                let (data, _) = items
+                    .iter()
+                    .find(|(_, loc)| *loc == (o, l, c as u8))
+                    .unwrap();
                 assert_eq!(&d, data);
             }
             Err(Error::InvalidLocation { .. }) => {}

@@ -19,11 +19,27 @@ fn len_of(id: u128) -> usize {
 /// The child's body: runs only when spawned by `kill_9_during_appends`.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var("PS_CRASH_CHILD") else { return };
+    let Ok(dir) = std::env::var("PS_CRASH_CHILD") else {
+        return;
+    };
     let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
-    let policy = if round % 2 == 0 { SyncPolicy::Manual } else { SyncPolicy::GroupCommit };
-    let s = PayloadStore::open_with_options(&dir, Options::default().sync_policy(policy).auto_checkpoint_bytes(2 << 20)).unwrap();
-    let mut side = std::fs::OpenOptions::new().append(true).create(true).open(format!("{dir}.synced")).unwrap();
+    let policy = if round % 2 == 0 {
+        SyncPolicy::Manual
+    } else {
+        SyncPolicy::GroupCommit
+    };
+    let s = PayloadStore::open_with_options(
+        &dir,
+        Options::default()
+            .sync_policy(policy)
+            .auto_checkpoint_bytes(2 << 20),
+    )
+    .unwrap();
+    let mut side = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(format!("{dir}.synced"))
+        .unwrap();
     let mut out = std::io::stdout();
     for batch in 0u128.. {
         let mut ids = Vec::new();
@@ -80,16 +96,29 @@ fn kill_9_during_appends() {
         let status = child.wait().unwrap();
         assert!(!status.success());
 
-        let synced: Vec<u128> = std::fs::read_to_string(&side).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        let synced: Vec<u128> = std::fs::read_to_string(&side)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
         assert!(synced.len() as u64 >= kill_after * 8);
         let s = PayloadStore::open(&dir).unwrap();
         for id in &synced {
-            let got = s.get(*id).unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
-            assert_eq!(got.as_deref(), Some(&payload(*id, len_of(*id))[..]), "round {round}: id {id}");
+            let got = s
+                .get(*id)
+                .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
+            assert_eq!(
+                got.as_deref(),
+                Some(&payload(*id, len_of(*id))[..]),
+                "round {round}: id {id}"
+            );
         }
         let r = s.stats().recovery;
         assert!(r.repaired_regions.is_empty());
-        assert!(r.replayed_records > 0, "round {round}: recovery replayed the log tail");
+        assert!(
+            r.replayed_records > 0,
+            "round {round}: recovery replayed the log tail"
+        );
         // every payload in the store, synced or not, is intact
         s.for_each(|id, _| {
             assert_eq!(s.get(id).unwrap().unwrap(), payload(id, len_of(id)));

@@ -4,9 +4,22 @@ mod common;
 use common::*;
 use payloadstore::{CompressionType, Error, IndexSource, Options, PayloadStore};
 
-const SIZES: &[usize] = &[0, 1, 1023, 1024, 100 * 1024 - 1, 100 * 1024, 100 * 1024 + 1, 4 << 20];
-const CHOICES: &[Option<CompressionType>] =
-    &[None, Some(CompressionType::None), Some(CompressionType::Lz4), Some(CompressionType::Zstd)];
+const SIZES: &[usize] = &[
+    0,
+    1,
+    1023,
+    1024,
+    100 * 1024 - 1,
+    100 * 1024,
+    100 * 1024 + 1,
+    4 << 20,
+];
+const CHOICES: &[Option<CompressionType>] = &[
+    None,
+    Some(CompressionType::None),
+    Some(CompressionType::Lz4),
+    Some(CompressionType::Zstd),
+];
 
 #[test]
 fn every_size_under_every_compression_survives_reopen() {
@@ -23,7 +36,10 @@ fn every_size_under_every_compression_survives_reopen() {
                     let tag = CompressionType::try_from(tag).unwrap();
                     if let Some(c) = c {
                         // an explicit codec is used unless it does not shrink the data
-                        assert!(tag == *c || tag == CompressionType::None, "{c:?} -> {tag:?}");
+                        assert!(
+                            tag == *c || tag == CompressionType::None,
+                            "{c:?} -> {tag:?}"
+                        );
                     } else {
                         let want = if len < 1024 {
                             CompressionType::None
@@ -56,7 +72,9 @@ fn every_size_under_every_compression_survives_reopen() {
             assert_eq!(&buf, data);
             if !data.is_empty() {
                 let mut small = vec![0u8; data.len() - 1];
-                assert!(matches!(s.get_into(*id, &mut small), Err(Error::BufferTooSmall { needed }) if needed == data.len()));
+                assert!(
+                    matches!(s.get_into(*id, &mut small), Err(Error::BufferTooSmall { needed }) if needed == data.len())
+                );
             }
             let mut v = Vec::new();
             assert!(s.get_to_vec(*id, &mut v).unwrap());
@@ -78,7 +96,11 @@ fn last_write_wins_and_delete_leave_dead_bytes() {
         let st = s.stats();
         assert_eq!(st.dead_bytes, 32 + 5, "the replaced record is dead");
         // the old location still reads the old bytes
-        assert_eq!(s.get_at_offset(off1, len1, CompressionType::try_from(tag1).unwrap()).unwrap(), b"first");
+        assert_eq!(
+            s.get_at_offset(off1, len1, CompressionType::try_from(tag1).unwrap())
+                .unwrap(),
+            b"first"
+        );
         assert!(s.delete(5).unwrap());
         assert!(!s.delete(5).unwrap());
         assert!(!s.has_payload(5));
@@ -130,19 +152,27 @@ fn second_handle_is_locked_and_read_only_handles_share() {
     let t = TempDir::new("lock");
     let s = PayloadStore::open(t.store()).unwrap();
     s.append(1, b"one", None).unwrap();
-    assert!(matches!(PayloadStore::open(t.store()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        PayloadStore::open(t.store()),
+        Err(Error::Locked { .. })
+    ));
     assert!(matches!(
         PayloadStore::open_with_options(t.store(), Options::default().read_only(true)),
         Err(Error::Locked { .. })
     ));
     drop(s);
-    let r1 = PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
-    let r2 = PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
+    let r1 =
+        PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
+    let r2 =
+        PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
     assert_eq!(r1.get(1).unwrap().unwrap(), b"one");
     assert_eq!(r2.get(1).unwrap().unwrap(), b"one");
     assert!(matches!(r1.append(2, b"x", None), Err(Error::ReadOnly)));
     assert!(matches!(r1.save_index(), Err(Error::ReadOnly)));
-    assert!(matches!(PayloadStore::open(t.store()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        PayloadStore::open(t.store()),
+        Err(Error::Locked { .. })
+    ));
 }
 
 #[test]
@@ -154,17 +184,30 @@ fn bad_arguments_and_bad_directories_get_specific_errors() {
     ));
     let s = PayloadStore::open(t.store()).unwrap();
     let big = vec![0u8; (payloadstore::MAX_PAYLOAD_LEN + 1) as usize];
-    assert!(matches!(s.append(1, &big, None), Err(Error::PayloadTooLarge { .. })));
+    assert!(matches!(
+        s.append(1, &big, None),
+        Err(Error::PayloadTooLarge { .. })
+    ));
     drop(big);
     assert!(s.is_empty(), "a rejected append stores nothing");
-    assert!(matches!(CompressionType::try_from(9), Err(Error::InvalidCompression(9))));
+    assert!(matches!(
+        CompressionType::try_from(9),
+        Err(Error::InvalidCompression(9))
+    ));
     drop(s);
     // not a store
     let junk = t.path().join("junk");
     std::fs::create_dir_all(&junk).unwrap();
     std::fs::write(junk.join("payload.data"), vec![7u8; 500]).unwrap();
-    assert!(matches!(PayloadStore::open(&junk), Err(Error::NotAStore { .. })));
-    assert_eq!(std::fs::read(junk.join("payload.data")).unwrap(), vec![7u8; 500], "a foreign file is left untouched");
+    assert!(matches!(
+        PayloadStore::open(&junk),
+        Err(Error::NotAStore { .. })
+    ));
+    assert_eq!(
+        std::fs::read(junk.join("payload.data")).unwrap(),
+        vec![7u8; 500],
+        "a foreign file is left untouched"
+    );
     // newer format version
     let mut log = std::fs::read(t.store().join("payload.data")).unwrap();
     log[8] = 9;
@@ -173,7 +216,10 @@ fn bad_arguments_and_bad_directories_get_specific_errors() {
     let newer = t.path().join("newer");
     std::fs::create_dir_all(&newer).unwrap();
     std::fs::write(newer.join("payload.data"), &log).unwrap();
-    assert!(matches!(PayloadStore::open(&newer), Err(Error::UnsupportedVersion { found: 9, .. })));
+    assert!(matches!(
+        PayloadStore::open(&newer),
+        Err(Error::UnsupportedVersion { found: 9, .. })
+    ));
     assert!(matches!(
         PayloadStore::open_with_backend(t.path().join("dh"), payloadstore::IndexBackend::DiskHash),
         Err(Error::Unsupported(_))
@@ -186,7 +232,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -195,10 +245,14 @@ fn crc32(data: &[u8]) -> u32 {
 #[test]
 fn compression_can_be_turned_off() {
     let t = TempDir::new("nocomp");
-    let s = PayloadStore::open_with_options(t.store(), Options::default().compression_enabled(false)).unwrap();
+    let s =
+        PayloadStore::open_with_options(t.store(), Options::default().compression_enabled(false))
+            .unwrap();
     let (_, len, tag) = s.append(1, &payload(1, 300_000), None).unwrap();
     assert_eq!((len, tag), (300_000, 0));
-    let (_, _, tag) = s.append(2, &payload(2, 300_000), Some(CompressionType::Zstd)).unwrap();
+    let (_, _, tag) = s
+        .append(2, &payload(2, 300_000), Some(CompressionType::Zstd))
+        .unwrap();
     assert_eq!(tag, 2, "an explicit codec is still honoured");
 }
 
@@ -210,15 +264,22 @@ fn memory_warnings_reach_the_callback() {
     let sink = seen.clone();
     let opts = Options::default()
         .memory_warnings(vec![4 << 10, 16 << 10])
-        .log_callback(Arc::new(move |lvl, msg| sink.lock().unwrap().push((lvl, msg.to_string()))));
+        .log_callback(Arc::new(move |lvl, msg| {
+            sink.lock().unwrap().push((lvl, msg.to_string()))
+        }));
     let s = PayloadStore::open_with_options(t.store(), opts).unwrap();
     for i in 0..3000u128 {
         s.append(i, b"x", None).unwrap();
     }
     let seen = seen.lock().unwrap();
-    let warnings: Vec<_> = seen.iter().filter(|(_, m)| m.contains("index memory")).collect();
+    let warnings: Vec<_> = seen
+        .iter()
+        .filter(|(_, m)| m.contains("index memory"))
+        .collect();
     assert_eq!(warnings.len(), 2, "{seen:?}");
-    assert!(warnings.iter().all(|(l, _)| *l == payloadstore::LogLevel::Warn));
+    assert!(warnings
+        .iter()
+        .all(|(l, _)| *l == payloadstore::LogLevel::Warn));
 }
 
 #[test]
@@ -231,7 +292,11 @@ fn for_each_visits_every_live_payload() {
     s.delete(0).unwrap();
     let mut ids = Vec::new();
     s.for_each(|id, (off, len, tag)| {
-        assert_eq!(s.get_at_offset(off, len, CompressionType::try_from(tag).unwrap()).unwrap(), payload(id / 3, 10));
+        assert_eq!(
+            s.get_at_offset(off, len, CompressionType::try_from(tag).unwrap())
+                .unwrap(),
+            payload(id / 3, 10)
+        );
         ids.push(id);
     })
     .unwrap();

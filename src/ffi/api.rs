@@ -1,10 +1,15 @@
 //! The `extern "C"` functions. Plain API logic: every pointer goes through
 //! `boundary`, every body through its panic guard.
 
-use super::boundary::{self, buf_from_vec, bytes, bytes_mut, guard, handle, handle_mut, into_handle, out_ptr, path, run, take_handle, write_out, Handle};
-use super::status::*;
+use super::boundary::{
+    self, buf_from_vec, bytes, bytes_mut, guard, handle, handle_mut, into_handle, out_ptr, path,
+    run, take_handle, write_out, Handle,
+};
 use super::ps_buf;
-use crate::{CompressionType, IndexBackend, IndexSource, LogLevel, Options, PayloadStore, SyncPolicy};
+use super::status::*;
+use crate::{
+    CompressionType, IndexBackend, IndexSource, LogLevel, Options, PayloadStore, SyncPolicy,
+};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
@@ -58,7 +63,10 @@ impl ps_edge_id {
         (u128::from(self.hi) << 64) | u128::from(self.lo)
     }
     fn from(id: u128) -> ps_edge_id {
-        ps_edge_id { hi: (id >> 64) as u64, lo: id as u64 }
+        ps_edge_id {
+            hi: (id >> 64) as u64,
+            lo: id as u64,
+        }
     }
 }
 
@@ -129,7 +137,8 @@ pub struct ps_stats {
 /// Receives the store's log messages (memory warnings, recovery, errors):
 /// `level` is a `PS_LOG_*` value, `message` is valid only during the call.
 /// Called from whichever thread triggers the message: it must be thread-safe.
-pub type ps_log_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, level: i32, message: *const c_char)>;
+pub type ps_log_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, level: i32, message: *const c_char)>;
 
 /// Open options (a builder). Not thread-safe: build it on one thread, pass
 /// it to `ps_store_open`, then free it (the store keeps its own copy).
@@ -188,7 +197,9 @@ unsafe impl Sync for CLogger {}
 /// Creates default options. Free with `ps_options_free`. NULL only if out of memory.
 #[no_mangle]
 pub extern "C" fn ps_options_new() -> *mut ps_options {
-    guard(std::ptr::null_mut(), || into_handle::<ps_options>(Options::default()))
+    guard(std::ptr::null_mut(), || {
+        into_handle::<ps_options>(Options::default())
+    })
 }
 
 /// Frees options. NULL is a no-op.
@@ -199,7 +210,10 @@ pub extern "C" fn ps_options_free(opts: *mut ps_options) {
     });
 }
 
-fn set_option(opts: *mut ps_options, f: impl FnOnce(Options) -> Result<Options, ps_status>) -> ps_status {
+fn set_option(
+    opts: *mut ps_options,
+    f: impl FnOnce(Options) -> Result<Options, ps_status>,
+) -> ps_status {
     run(|| {
         let o = handle_mut(opts)?;
         *o = f(o.clone())?;
@@ -232,7 +246,11 @@ pub extern "C" fn ps_options_set_sync_policy(opts: *mut ps_options, policy: i32)
 /// `fn` is called from any thread with `userdata`; both must stay valid
 /// until the store is closed.
 #[no_mangle]
-pub extern "C" fn ps_options_set_log_callback(opts: *mut ps_options, r#fn: ps_log_fn, userdata: *mut c_void) -> ps_status {
+pub extern "C" fn ps_options_set_log_callback(
+    opts: *mut ps_options,
+    r#fn: ps_log_fn,
+    userdata: *mut c_void,
+) -> ps_status {
     set_option(opts, |mut o| {
         match r#fn {
             None => o.logger = None,
@@ -262,7 +280,10 @@ pub extern "C" fn ps_options_set_repair(opts: *mut ps_options, repair: bool) -> 
 
 /// Automatic compression on (default) or off (`PS_COMPRESSION_AUTO` stores raw).
 #[no_mangle]
-pub extern "C" fn ps_options_set_compression_enabled(opts: *mut ps_options, enabled: bool) -> ps_status {
+pub extern "C" fn ps_options_set_compression_enabled(
+    opts: *mut ps_options,
+    enabled: bool,
+) -> ps_status {
     set_option(opts, |o| Ok(o.compression_enabled(enabled)))
 }
 
@@ -290,13 +311,22 @@ pub extern "C" fn ps_options_set_compression_thresholds(
 /// Index-memory thresholds (bytes) at which a warning is logged once each.
 /// `(NULL, 0)` turns warnings off.
 #[no_mangle]
-pub extern "C" fn ps_options_set_memory_warnings(opts: *mut ps_options, thresholds: *const u64, count: usize) -> ps_status {
+pub extern "C" fn ps_options_set_memory_warnings(
+    opts: *mut ps_options,
+    thresholds: *const u64,
+    count: usize,
+) -> ps_status {
     run(|| {
         let t: Vec<u64> = if count == 0 {
             Vec::new()
         } else {
-            let raw = bytes(thresholds.cast(), count.checked_mul(8).ok_or(PS_ERR_INVALID_ARGUMENT)?)?;
-            raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())).collect()
+            let raw = bytes(
+                thresholds.cast(),
+                count.checked_mul(8).ok_or(PS_ERR_INVALID_ARGUMENT)?,
+            )?;
+            raw.chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+                .collect()
         };
         let o = handle_mut(opts)?;
         *o = o.clone().memory_warnings(t);
@@ -314,11 +344,19 @@ pub extern "C" fn ps_options_set_auto_checkpoint(opts: *mut ps_options, bytes: u
 /// `opts` may be NULL for defaults; it is not consumed. On success writes
 /// the handle to `*out_store` (free it with `ps_store_close`).
 #[no_mangle]
-pub extern "C" fn ps_store_open(dir: *const c_char, opts: *const ps_options, out_store: *mut *mut ps_store) -> ps_status {
+pub extern "C" fn ps_store_open(
+    dir: *const c_char,
+    opts: *const ps_options,
+    out_store: *mut *mut ps_store,
+) -> ps_status {
     run(|| {
         let out = out_ptr(out_store)?;
         let dir = path(dir)?;
-        let options = if opts.is_null() { Options::default() } else { handle(opts)?.clone() };
+        let options = if opts.is_null() {
+            Options::default()
+        } else {
+            handle(opts)?.clone()
+        };
         let store = PayloadStore::open_with_options(dir, options).map_err(fail)?;
         write_out(out, into_handle::<ps_store>(store));
         Ok(PS_OK)
@@ -339,7 +377,9 @@ pub extern "C" fn ps_store_close(store: *mut ps_store) -> ps_status {
 fn compression_arg(c: i32) -> Result<Option<CompressionType>, ps_status> {
     match c {
         PS_COMPRESSION_AUTO => Ok(None),
-        0..=2 => CompressionType::try_from(c as u8).map(Some).map_err(|_| PS_ERR_INVALID_COMPRESSION),
+        0..=2 => CompressionType::try_from(c as u8)
+            .map(Some)
+            .map_err(|_| PS_ERR_INVALID_COMPRESSION),
         _ => Err(PS_ERR_INVALID_COMPRESSION),
     }
 }
@@ -361,14 +401,25 @@ pub extern "C" fn ps_store_append(
         let c = compression_arg(compression)?;
         let data = bytes(data, len)?;
         let (offset, length, tag) = s.append(id.get(), data, c).map_err(fail)?;
-        write_out(out_loc, ps_location { offset, length, compression: tag });
+        write_out(
+            out_loc,
+            ps_location {
+                offset,
+                length,
+                compression: tag,
+            },
+        );
         Ok(PS_OK)
     })
 }
 
 /// Deletes `id`. Writes whether it existed to `*out_existed` unless NULL.
 #[no_mangle]
-pub extern "C" fn ps_store_delete(store: *mut ps_store, id: ps_edge_id, out_existed: *mut bool) -> ps_status {
+pub extern "C" fn ps_store_delete(
+    store: *mut ps_store,
+    id: ps_edge_id,
+    out_existed: *mut bool,
+) -> ps_status {
     run(|| {
         let s = handle(store)?;
         let existed = s.delete(id.get()).map_err(fail)?;
@@ -380,7 +431,11 @@ pub extern "C" fn ps_store_delete(store: *mut ps_store, id: ps_edge_id, out_exis
 /// Copies the payload of `id` into a new library buffer `*out_buf` (free it
 /// with `ps_buf_free`). `PS_NOT_FOUND` when absent (`*out_buf` untouched).
 #[no_mangle]
-pub extern "C" fn ps_store_get(store: *const ps_store, id: ps_edge_id, out_buf: *mut ps_buf) -> ps_status {
+pub extern "C" fn ps_store_get(
+    store: *const ps_store,
+    id: ps_edge_id,
+    out_buf: *mut ps_buf,
+) -> ps_status {
     run(|| {
         let out = out_ptr(out_buf)?;
         let s = handle(store)?;
@@ -398,7 +453,13 @@ pub extern "C" fn ps_store_get(store: *const ps_store, id: ps_edge_id, out_buf: 
 /// writes its length to `*out_len`. `PS_ERR_BUFFER_TOO_SMALL` writes the
 /// needed size to `*out_len`; `PS_NOT_FOUND` when absent.
 #[no_mangle]
-pub extern "C" fn ps_store_get_into(store: *const ps_store, id: ps_edge_id, buf: *mut u8, cap: usize, out_len: *mut usize) -> ps_status {
+pub extern "C" fn ps_store_get_into(
+    store: *const ps_store,
+    id: ps_edge_id,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> ps_status {
     run(|| {
         let out = out_ptr(out_len)?;
         let s = handle(store)?;
@@ -422,7 +483,11 @@ pub extern "C" fn ps_store_get_into(store: *const ps_store, id: ps_edge_id, buf:
 /// Anything but exactly a payload record of that length and compression is
 /// `PS_ERR_INVALID_LOCATION` - never other bytes.
 #[no_mangle]
-pub extern "C" fn ps_store_get_at(store: *const ps_store, loc: ps_location, out_buf: *mut ps_buf) -> ps_status {
+pub extern "C" fn ps_store_get_at(
+    store: *const ps_store,
+    loc: ps_location,
+    out_buf: *mut ps_buf,
+) -> ps_status {
     run(|| {
         let out = out_ptr(out_buf)?;
         let s = handle(store)?;
@@ -436,7 +501,9 @@ pub extern "C" fn ps_store_get_at(store: *const ps_store, loc: ps_location, out_
 /// Whether `id` has a payload (false for a NULL or invalid store).
 #[no_mangle]
 pub extern "C" fn ps_store_contains(store: *const ps_store, id: ps_edge_id) -> bool {
-    guard(false, || handle(store).is_ok_and(|s| s.has_payload(id.get())))
+    guard(false, || {
+        handle(store).is_ok_and(|s| s.has_payload(id.get()))
+    })
 }
 
 /// Number of live payloads (0 for a NULL or invalid store).
@@ -501,7 +568,9 @@ pub extern "C" fn ps_store_stats(store: *const ps_store, out_stats: *mut ps_stat
                 recovery_replayed_bytes: r.replayed_bytes,
                 recovery_torn_tail_bytes: r.torn_tail_bytes,
                 recovery_repaired_regions: r.repaired_regions.len() as u64,
-                recovery_checkpoint_rejected: u32::from(r.checkpoint_problem.is_some() && r.source == IndexSource::FullScan),
+                recovery_checkpoint_rejected: u32::from(
+                    r.checkpoint_problem.is_some() && r.source == IndexSource::FullScan,
+                ),
                 recovery_micros: r.duration.as_micros() as u64,
             },
         );
@@ -526,13 +595,26 @@ pub extern "C" fn ps_store_iter(store: *const ps_store, out_iter: *mut *mut ps_i
 /// Writes the next id and its location (either out pointer may be NULL).
 /// `PS_NOT_FOUND` when the iteration is over.
 #[no_mangle]
-pub extern "C" fn ps_iter_next(iter: *mut ps_iter, out_id: *mut ps_edge_id, out_loc: *mut ps_location) -> ps_status {
+pub extern "C" fn ps_iter_next(
+    iter: *mut ps_iter,
+    out_id: *mut ps_edge_id,
+    out_loc: *mut ps_location,
+) -> ps_status {
     run(|| {
         let it = handle_mut(iter)?;
-        let Some(&(id, (offset, length, compression))) = it.items.get(it.next) else { return Ok(PS_NOT_FOUND) };
+        let Some(&(id, (offset, length, compression))) = it.items.get(it.next) else {
+            return Ok(PS_NOT_FOUND);
+        };
         it.next += 1;
         write_out(out_id, ps_edge_id::from(id));
-        write_out(out_loc, ps_location { offset, length, compression });
+        write_out(
+            out_loc,
+            ps_location {
+                offset,
+                length,
+                compression,
+            },
+        );
         Ok(PS_OK)
     })
 }
@@ -562,7 +644,9 @@ pub extern "C" fn ps_status_str(status: ps_status) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn ps_version_number() -> u32 {
     let p = |s: &str| s.parse::<u32>().unwrap_or(0);
-    p(env!("CARGO_PKG_VERSION_MAJOR")) * 10000 + p(env!("CARGO_PKG_VERSION_MINOR")) * 100 + p(env!("CARGO_PKG_VERSION_PATCH"))
+    p(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+        + p(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + p(env!("CARGO_PKG_VERSION_PATCH"))
 }
 
 /// The library version as a static string, e.g. "0.1.0".

@@ -43,7 +43,11 @@ struct Boxed<T> {
 
 /// Moves `value` to the heap and returns the pointer C will hold.
 pub(crate) fn into_handle<H: Handle>(value: H::Inner) -> *mut H {
-    Box::into_raw(Box::new(Boxed { magic: H::MAGIC, value })).cast()
+    Box::into_raw(Box::new(Boxed {
+        magic: H::MAGIC,
+        value,
+    }))
+    .cast()
 }
 
 fn boxed<H: Handle>(p: *const H) -> Result<*mut Boxed<H::Inner>, ps_status> {
@@ -170,11 +174,17 @@ pub struct ps_buf {
 /// Hands a vector to C as a `ps_buf` (freed by `ps_buf_free`).
 pub(crate) fn buf_from_vec(v: Vec<u8>) -> ps_buf {
     if v.is_empty() {
-        return ps_buf { data: std::ptr::null_mut(), len: 0 };
+        return ps_buf {
+            data: std::ptr::null_mut(),
+            len: 0,
+        };
     }
     let b: Box<[u8]> = v.into_boxed_slice();
     let len = b.len();
-    ps_buf { data: Box::into_raw(b).cast(), len }
+    ps_buf {
+        data: Box::into_raw(b).cast(),
+        len,
+    }
 }
 
 /// Frees a `ps_buf`'s bytes and empties it. NULL and empty are no-ops.
@@ -201,7 +211,12 @@ pub(crate) fn c_message(msg: &str) -> std::ffi::CString {
 }
 
 /// Calls a C log callback.
-pub(crate) fn call_log(f: unsafe extern "C" fn(*mut std::ffi::c_void, i32, *const c_char), user: *mut std::ffi::c_void, level: i32, msg: &str) {
+pub(crate) fn call_log(
+    f: unsafe extern "C" fn(*mut std::ffi::c_void, i32, *const c_char),
+    user: *mut std::ffi::c_void,
+    level: i32,
+    msg: &str,
+) {
     let c = c_message(msg);
     // SAFETY: `f` and `user` were registered together by the C caller, who
     // promises `f` may be called from any thread with that pointer; the

@@ -30,7 +30,11 @@ mod tests {
     #[test]
     fn header_is_current() {
         let generated = include_str!(concat!(env!("OUT_DIR"), "/payload_store.h"));
-        let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/payload_store.h")).unwrap();
+        let committed = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/include/payload_store.h"
+        ))
+        .unwrap();
         assert!(
             generated == committed,
             "include/payload_store.h is stale: regenerate it with `PS_UPDATE_HEADER=1 cargo build`"
@@ -43,7 +47,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for s in super::status::all() {
             // SAFETY: ps_status_str returns a static NUL-terminated string.
-            let t = unsafe { std::ffi::CStr::from_ptr(super::ps_status_str(s)) }.to_str().unwrap().to_string();
+            let t = unsafe { std::ffi::CStr::from_ptr(super::ps_status_str(s)) }
+                .to_str()
+                .unwrap()
+                .to_string();
             assert!(seen.insert(t), "duplicate text for {s}");
         }
         // SAFETY: as above.

@@ -78,7 +78,9 @@ pub struct Table {
 
 impl Table {
     fn new(cap: u64) -> Table {
-        Table { slots: (0..cap).map(|_| AtomicU64::new(EMPTY)).collect() }
+        Table {
+            slots: (0..cap).map(|_| AtomicU64::new(EMPTY)).collect(),
+        }
     }
 
     #[inline]
@@ -139,19 +141,36 @@ impl MemIndex {
     /// An empty index sized for about `expected` entries.
     pub fn new(expected: u64) -> (MemIndex, MemWriter) {
         let cap = (expected * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
-        let idx = MemIndex { table: ArcSwap::from_pointee(Table::new(cap)) };
-        (idx, MemWriter { hi: vec![0; cap as usize], occupied: 0 })
+        let idx = MemIndex {
+            table: ArcSwap::from_pointee(Table::new(cap)),
+        };
+        (
+            idx,
+            MemWriter {
+                hi: vec![0; cap as usize],
+                occupied: 0,
+            },
+        )
     }
 
     /// Looks up the record offset of an id; `confirm(offset)` checks that the
     /// record at `offset` really has this id.
     #[inline]
     pub fn get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
-        self.table.load().find(tag_of(id), confirm).map(|(_, off)| off)
+        self.table
+            .load()
+            .find(tag_of(id), confirm)
+            .map(|(_, off)| off)
     }
 
     /// Inserts or replaces `id` → `off`; returns the previous offset.
-    pub fn upsert(&self, w: &mut MemWriter, id: u128, off: u64, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub fn upsert(
+        &self,
+        w: &mut MemWriter,
+        id: u128,
+        off: u64,
+        confirm: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
         let tag = tag_of(id);
         let t = self.table.load();
         if let Some((i, old)) = t.find(tag, confirm) {
@@ -180,7 +199,12 @@ impl MemIndex {
     }
 
     /// Removes `id`; returns its offset if it was present.
-    pub fn remove(&self, w: &mut MemWriter, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub fn remove(
+        &self,
+        w: &mut MemWriter,
+        id: u128,
+        confirm: impl FnMut(u64) -> bool,
+    ) -> Option<u64> {
         let _ = w;
         let t = self.table.load();
         let (i, old) = t.find(tag_of(id), confirm)?;
@@ -191,7 +215,11 @@ impl MemIndex {
     /// Rebuilds the table for the live entries (dropping deleted marks).
     fn rebuild(&self, w: &mut MemWriter) {
         let old = self.table.load_full();
-        let live = old.slots.iter().filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED)).count() as u64;
+        let live = old
+            .slots
+            .iter()
+            .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
+            .count() as u64;
         let cap = (live * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
         let new = Table::new(cap);
         let mut hi = vec![0u16; cap as usize];
@@ -224,7 +252,10 @@ impl MemIndex {
     /// Copies the table out for a checkpoint: (slots, high tag bits).
     pub fn snapshot(&self, w: &MemWriter) -> (Vec<u64>, Vec<u16>) {
         let t = self.table.load();
-        (t.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect(), w.hi.clone())
+        (
+            t.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
+            w.hi.clone(),
+        )
     }
 
     /// Rebuilds an index from checkpointed slots. `None` if the arrays are
@@ -237,8 +268,12 @@ impl MemIndex {
         if occupied * MAX_LOAD_DEN > slots.len() as u64 * MAX_LOAD_NUM {
             return None;
         }
-        let table = Table { slots: slots.into_iter().map(AtomicU64::new).collect() };
-        let idx = MemIndex { table: ArcSwap::from_pointee(table) };
+        let table = Table {
+            slots: slots.into_iter().map(AtomicU64::new).collect(),
+        };
+        let idx = MemIndex {
+            table: ArcSwap::from_pointee(table),
+        };
         Some((idx, MemWriter { hi, occupied }))
     }
 
@@ -270,14 +305,24 @@ mod tests {
             let prev = idx.upsert(&mut w, id * 7919, off, |o| at[&o] == id * 7919);
             assert!(prev.is_none());
         }
-        assert!(idx.memory_bytes() <= n as u64 * 19, "{} bytes for {n}", idx.memory_bytes());
+        assert!(
+            idx.memory_bytes() <= n as u64 * 19,
+            "{} bytes for {n}",
+            idx.memory_bytes()
+        );
         for id in 0..n {
-            assert_eq!(idx.get(id * 7919, |o| at[&o] == id * 7919), Some(1000 + id as u64 * 8));
+            assert_eq!(
+                idx.get(id * 7919, |o| at[&o] == id * 7919),
+                Some(1000 + id as u64 * 8)
+            );
         }
         assert_eq!(idx.get(1, |o| at[&o] == 1), None);
         // replace, remove
         at.insert(999_999_992, 7919);
-        assert_eq!(idx.upsert(&mut w, 7919, 999_999_992, |o| at[&o] == 7919), Some(1008));
+        assert_eq!(
+            idx.upsert(&mut w, 7919, 999_999_992, |o| at[&o] == 7919),
+            Some(1008)
+        );
         assert_eq!(idx.get(7919, |o| at[&o] == 7919), Some(999_999_992));
         assert_eq!(idx.remove(&mut w, 0, |o| at[&o] == 0), Some(1000));
         assert_eq!(idx.get(0, |o| at[&o] == 0), None);

@@ -51,8 +51,9 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "edge", "trace", "agent", "tool", "call", "result", "the", "of", "and", "payload", "store", "graph", "node",
-    "vector", "span", "latency", "token", "prompt", "reply", "error", "retry", "cache", "{\"k\":", "},", "[1,2,3]",
+    "edge", "trace", "agent", "tool", "call", "result", "the", "of", "and", "payload", "store",
+    "graph", "node", "vector", "span", "latency", "token", "prompt", "reply", "error", "retry",
+    "cache", "{\"k\":", "},", "[1,2,3]",
 ];
 
 /// Deterministic, text-like (compressible) payload of `len` bytes for `id`.
