@@ -57,4 +57,13 @@ mod tests {
         let unknown = unsafe { std::ffi::CStr::from_ptr(super::ps_status_str(12345)) };
         assert_eq!(unknown.to_str().unwrap(), "unknown status");
     }
+
+    /// A panic inside an API body becomes PS_ERR_PANIC (or the fallback value).
+    #[test]
+    fn a_panic_never_crosses_the_boundary() {
+        let status = super::boundary::run(|| panic!("injected"));
+        assert_eq!(status, super::PS_ERR_PANIC);
+        let v = super::boundary::guard(7u64, || panic!("injected"));
+        assert_eq!(v, 7);
+    }
 }
