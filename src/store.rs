@@ -780,6 +780,14 @@ impl PayloadStore {
         r
     }
 
+    /// Releases the handle the way a process crash would: no sync, no index
+    /// checkpoint, no trimming; the lock is released. Appended bytes remain
+    /// in the OS page cache, exactly as after `kill -9`. For crash tests.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.closed = true;
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         if self.opts.read_only {
             return Ok(());

@@ -8,7 +8,13 @@ use payloadstore::PayloadStore;
 
 fn rss_anon() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = s.lines().find(|l| l.starts_with("RssAnon:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -20,12 +26,24 @@ fn hashmap_index_uses_at_most_24_bytes_per_payload_at_1m() {
     let s = PayloadStore::open(t.store()).unwrap();
     let mut r = Rng(3);
     for i in 0..n {
-        s.append(u128::from(r.next()) << 64 | u128::from(i), &i.to_le_bytes(), None).unwrap();
+        s.append(
+            u128::from(r.next()) << 64 | u128::from(i),
+            &i.to_le_bytes(),
+            None,
+        )
+        .unwrap();
     }
     let st = s.stats();
     assert_eq!(st.payloads, n);
-    assert!(st.index_bytes_per_payload <= 24.0, "stats: {} B/payload", st.index_bytes_per_payload);
-    assert_eq!(st.index_bytes_per_payload, st.index_memory_bytes as f64 / n as f64);
+    assert!(
+        st.index_bytes_per_payload <= 24.0,
+        "stats: {} B/payload",
+        st.index_bytes_per_payload
+    );
+    assert_eq!(
+        st.index_bytes_per_payload,
+        st.index_memory_bytes as f64 / n as f64
+    );
     if let (Some(b), Some(a)) = (before, rss_anon()) {
         // other test threads allocate too: allow generous slack, but a
         // seed-like 137 B/payload index would still fail this

@@ -1,0 +1,507 @@
+//! Benchmark: payload_store beside a raw-file baseline, same workload, same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- --workload w1            # 1M x 100-1000 B
+//! cargo run --release --example bench -- --workload w2 [--no-compression]
+//! options: --count N  --get-secs S  --sync-count N  --dir DIR  --seed S
+//! ```
+//!
+//! The baseline is the floor the store is measured against: one append-only
+//! file of `[id u128][len u32][bytes]` written with one `write(2)` per batch
+//! of 1000, an in-memory `HashMap` index, reads copied out of an `mmap`; no
+//! checksums, no compression, no persisted index (open = full scan).
+//! Figures are printed as absolute values and as ratios store / baseline.
+
+use payloadstore::{Options, PayloadStore};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Args {
+    workload: String,
+    count: usize,
+    get_secs: f64,
+    sync_count: usize,
+    dir: PathBuf,
+    seed: u64,
+    compression: bool,
+    engines: String,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        workload: "w1".into(),
+        count: 0,
+        get_secs: 3.0,
+        sync_count: 100_000,
+        dir: std::env::temp_dir().join("payload-store-bench"),
+        seed: 42,
+        compression: true,
+        engines: "both".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--workload" => a.workload = v(),
+            "--count" => a.count = v().parse().expect("--count N"),
+            "--get-secs" => a.get_secs = v().parse().expect("--get-secs S"),
+            "--sync-count" => a.sync_count = v().parse().expect("--sync-count N"),
+            "--dir" => a.dir = PathBuf::from(v()),
+            "--seed" => a.seed = v().parse().expect("--seed S"),
+            "--no-compression" => a.compression = false,
+            "--engine" => a.engines = v(),
+            "--help" | "-h" => {
+                println!("see the doc comment of examples/bench.rs");
+                std::process::exit(0);
+            }
+            other => panic!("unknown option {other}"),
+        }
+    }
+    if a.count == 0 {
+        a.count = if a.workload == "w2" {
+            200_000
+        } else {
+            1_000_000
+        };
+    }
+    a
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Items: (id, offset into the pool, length).
+struct Workload {
+    pool: Vec<u8>,
+    items: Vec<(u128, usize, usize)>,
+    logical: u64,
+}
+
+impl Workload {
+    fn new(name: &str, count: usize, seed: u64) -> Workload {
+        let mut r = Rng(seed);
+        // Text-like pool: words, numbers, JSON punctuation; compresses like logs/traces.
+        let words: Vec<&[u8]> = b"the of and to in is for on with as by at from agent tool call result trace span edge node graph \
+              latency token prompt reply error retry cache vector store payload query search {\"id\": \"name\": [ ] , }"
+            .split(|&c| c == b' ')
+            .collect();
+        let mut pool = Vec::with_capacity(32 << 20);
+        while pool.len() < 32 << 20 {
+            let x = r.next();
+            if x % 7 == 0 {
+                pool.extend_from_slice((x >> 8).to_string().as_bytes());
+            } else {
+                pool.extend_from_slice(words[(x >> 3) as usize % words.len()]);
+            }
+            pool.push(b' ');
+        }
+        let mut items = Vec::with_capacity(count);
+        let mut logical = 0;
+        for _ in 0..count {
+            let len = match name {
+                "w2" => {
+                    let p = r.next() % 100;
+                    if p < 70 {
+                        r.range(100, 1023)
+                    } else if p < 95 {
+                        r.range(1024, 100 * 1024 - 1)
+                    } else {
+                        r.range(100 * 1024, 1 << 20)
+                    }
+                }
+                _ => r.range(100, 1000),
+            } as usize;
+            let off = r.next() as usize % (pool.len() - len);
+            let id = (u128::from(r.next()) << 64) | u128::from(r.next());
+            items.push((id, off, len));
+            logical += len as u64;
+        }
+        Workload {
+            pool,
+            items,
+            logical,
+        }
+    }
+    fn data(&self, i: usize) -> &[u8] {
+        let (_, off, len) = self.items[i];
+        &self.pool[off..off + len]
+    }
+}
+
+/// The operations both engines run.
+trait Engine: Sync {
+    fn put(&mut self, id: u128, data: &[u8]);
+    fn end_batch(&mut self) {}
+    fn sync(&mut self);
+    fn get(&self, id: u128) -> Option<Vec<u8>>;
+}
+
+impl Engine for PayloadStore {
+    fn put(&mut self, id: u128, data: &[u8]) {
+        self.append(id, data, None).expect("append");
+    }
+    fn sync(&mut self) {
+        PayloadStore::sync(self).expect("sync");
+    }
+    fn get(&self, id: u128) -> Option<Vec<u8>> {
+        PayloadStore::get(self, id).expect("get")
+    }
+}
+
+/// The raw-file baseline (see the module docs).
+struct RawFile {
+    file: File,
+    len: u64,
+    index: HashMap<u128, (u64, u32)>,
+    map: Option<memmap2::Mmap>,
+    buf: Vec<u8>,
+}
+
+const RAW_HDR: usize = 20;
+
+impl RawFile {
+    fn open(dir: &Path) -> RawFile {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(dir.join("data.log"))
+            .unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut index = HashMap::new();
+        if len > 0 {
+            // SAFETY: benchmark-only baseline; nothing else touches the file.
+            let m = unsafe { memmap2::Mmap::map(&file).unwrap() };
+            let mut p = 0usize;
+            while p + RAW_HDR <= m.len() {
+                let id = u128::from_le_bytes(m[p..p + 16].try_into().unwrap());
+                let l = u32::from_le_bytes(m[p + 16..p + 20].try_into().unwrap());
+                if p + RAW_HDR + l as usize > m.len() {
+                    break;
+                }
+                index.insert(id, ((p + RAW_HDR) as u64, l));
+                p += RAW_HDR + l as usize;
+            }
+        }
+        let mut r = RawFile {
+            file,
+            len,
+            index,
+            map: None,
+            buf: Vec::new(),
+        };
+        r.remap();
+        r
+    }
+    fn remap(&mut self) {
+        // SAFETY: as above.
+        self.map = (self.len > 0).then(|| unsafe { memmap2::Mmap::map(&self.file).unwrap() });
+    }
+}
+
+impl Engine for RawFile {
+    fn put(&mut self, id: u128, data: &[u8]) {
+        self.index.insert(
+            id,
+            (
+                self.len + (self.buf.len() + RAW_HDR) as u64,
+                data.len() as u32,
+            ),
+        );
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(data);
+    }
+    fn end_batch(&mut self) {
+        self.file.write_all(&self.buf).unwrap();
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+    }
+    fn sync(&mut self) {
+        self.end_batch();
+        self.file.sync_data().unwrap();
+        self.remap();
+    }
+    fn get(&self, id: u128) -> Option<Vec<u8>> {
+        let &(off, len) = self.index.get(&id)?;
+        let m = self.map.as_ref()?;
+        Some(m[off as usize..off as usize + len as usize].to_vec())
+    }
+}
+
+fn progress(phase: &str, done: usize, total: usize) {
+    if done % (total / 100).max(1) == 0 || done == total {
+        let w = 30 * done / total.max(1);
+        eprint!(
+            "\r  {phase:<12} [{}{}] {:3}%",
+            "#".repeat(w),
+            " ".repeat(30 - w),
+            100 * done / total.max(1)
+        );
+        if done == total {
+            eprintln!();
+        }
+    }
+}
+
+fn peak_rss_reset() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+fn peak_rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.blocks() * 512)
+            .sum()
+    })
+}
+
+#[derive(Default)]
+struct Figures {
+    bulk_mbs: f64,
+    bulk_kops: f64,
+    sync_mbs: f64,
+    sync_kops: f64,
+    get1_kops: f64,
+    get2_kops: f64,
+    miss_kops: f64,
+    open_clean_ms: f64,
+    open_crash_ms: f64,
+    disk_ratio: f64,
+    peak_rss_mib: f64,
+}
+
+fn load<E: Engine>(
+    e: &mut E,
+    w: &Workload,
+    n: usize,
+    sync_every: Option<usize>,
+    phase: &str,
+) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        e.put(w.items[i].0, w.data(i));
+        if (i + 1) % 1000 == 0 || i + 1 == n {
+            e.end_batch();
+            if sync_every.is_some() {
+                e.sync();
+            }
+        }
+        progress(phase, i + 1, n);
+    }
+    e.sync();
+    t.elapsed()
+}
+
+fn gets<E: Engine>(e: &E, w: &Workload, threads: u64, secs: f64, miss: bool) -> f64 {
+    let total = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (total, stop) = (&total, &stop);
+            s.spawn(move || {
+                let mut r = Rng(1000 + t);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..256 {
+                        let i = (r.next() % w.items.len() as u64) as usize;
+                        if miss {
+                            assert!(e.get(u128::from(r.next()) << 64 | 7).is_none());
+                        } else {
+                            let v = e.get(w.items[i].0).expect("present");
+                            assert_eq!(v.len(), w.items[i].2);
+                            if n % 16 == 0 {
+                                assert_eq!(v, w.data(i));
+                            }
+                        }
+                        n += 1;
+                    }
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    total.load(Ordering::Relaxed) as f64 / secs / 1000.0
+}
+
+fn run_store(a: &Args, w: &Workload) -> Figures {
+    let dir = a.dir.join("payloadstore");
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = || Options::default().compression_enabled(a.compression);
+    let mut f = Figures::default();
+    peak_rss_reset();
+    let mut s = PayloadStore::open_with_options(&dir, opts()).unwrap();
+    let t = load(&mut s, w, w.items.len(), None, "bulk");
+    f.bulk_mbs = w.logical as f64 / 1e6 / t.as_secs_f64();
+    f.bulk_kops = w.items.len() as f64 / 1e3 / t.as_secs_f64();
+    for _ in 0..200_000.min(w.items.len()) {
+        let _ = s.get(w.items[0].0);
+    }
+    eprintln!("  get 1/2 threads, miss ({} s each)", a.get_secs);
+    f.get1_kops = gets(&s, w, 1, a.get_secs, false);
+    f.get2_kops = gets(&s, w, 2, a.get_secs, false);
+    f.miss_kops = gets(&s, w, 1, a.get_secs, true);
+    f.peak_rss_mib = peak_rss_mib();
+    s.close().unwrap();
+    f.disk_ratio = disk_bytes(&dir) as f64 / w.logical as f64;
+    let t = Instant::now();
+    let s = PayloadStore::open_with_options(&dir, opts()).unwrap();
+    assert!(s.get(w.items[0].0).unwrap().is_some());
+    f.open_clean_ms = t.elapsed().as_secs_f64() * 1e3;
+    // After a crash: 1% of the items appended after the last checkpoint and
+    // the handle abandoned as a killed process would leave it.
+    let extra = (w.items.len() / 100).max(1);
+    for i in 0..extra {
+        s.append(w.items[i].0 ^ 1, w.data(i), None).unwrap();
+    }
+    s.sync().unwrap();
+    s.abandon();
+    let t = Instant::now();
+    let s = PayloadStore::open_with_options(&dir, opts()).unwrap();
+    assert!(s.get(w.items[0].0 ^ 1).unwrap().is_some());
+    f.open_crash_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(s.stats().recovery.replayed_records, extra as u64);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = a.sync_count.min(w.items.len());
+    let mut s = PayloadStore::open_with_options(&dir, opts()).unwrap();
+    let t = load(&mut s, w, n, Some(1000), "sync/1000");
+    let bytes: usize = (0..n).map(|i| w.items[i].2).sum();
+    f.sync_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
+    f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    f
+}
+
+fn run_raw(a: &Args, w: &Workload) -> Figures {
+    let dir = a.dir.join("rawfile");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut f = Figures::default();
+    peak_rss_reset();
+    let mut r = RawFile::open(&dir);
+    let t = load(&mut r, w, w.items.len(), None, "bulk");
+    f.bulk_mbs = w.logical as f64 / 1e6 / t.as_secs_f64();
+    f.bulk_kops = w.items.len() as f64 / 1e3 / t.as_secs_f64();
+    eprintln!("  get 1/2 threads, miss ({} s each)", a.get_secs);
+    f.get1_kops = gets(&r, w, 1, a.get_secs, false);
+    f.get2_kops = gets(&r, w, 2, a.get_secs, false);
+    f.miss_kops = gets(&r, w, 1, a.get_secs, true);
+    f.peak_rss_mib = peak_rss_mib();
+    drop(r);
+    f.disk_ratio = disk_bytes(&dir) as f64 / w.logical as f64;
+    let t = Instant::now();
+    let r = RawFile::open(&dir);
+    assert!(r.get(w.items[0].0).is_some());
+    f.open_clean_ms = t.elapsed().as_secs_f64() * 1e3;
+    f.open_crash_ms = f.open_clean_ms; // the baseline always scans everything
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = a.sync_count.min(w.items.len());
+    let mut r = RawFile::open(&dir);
+    let t = load(&mut r, w, n, Some(1000), "sync/1000");
+    let bytes: usize = (0..n).map(|i| w.items[i].2).sum();
+    f.sync_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
+    f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+    f
+}
+
+fn main() {
+    let a = parse_args();
+    eprintln!("generating workload {} ({} items)...", a.workload, a.count);
+    let w = Workload::new(&a.workload, a.count, a.seed);
+    let mut raw = Figures::default();
+    let mut ps = Figures::default();
+    if a.engines != "store" {
+        eprintln!("rawfile baseline:");
+        raw = run_raw(&a, &w);
+    }
+    if a.engines != "raw" {
+        eprintln!(
+            "payload_store (compression {}):",
+            if a.compression { "by size" } else { "off" }
+        );
+        ps = run_store(&a, &w);
+    }
+    println!(
+        "\nworkload {}: {} items, {:.1} MiB logical; compression {}; {} s per get phase; sync load {} items\n",
+        a.workload,
+        w.items.len(),
+        w.logical as f64 / 1048576.0,
+        if a.compression { "by size (default)" } else { "off" },
+        a.get_secs,
+        a.sync_count.min(w.items.len())
+    );
+    println!("| figure | payload_store | raw-file baseline | ratio |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, p: f64, r: f64, unit: &str| {
+        println!(
+            "| {name} | {p:.1} {unit} | {r:.1} {unit} | {:.2}x |",
+            if r == 0.0 { 0.0 } else { p / r }
+        );
+    };
+    row("bulk append", ps.bulk_mbs, raw.bulk_mbs, "MB/s");
+    row("bulk append", ps.bulk_kops, raw.bulk_kops, "kops/s");
+    row(
+        "durable append (sync/1000)",
+        ps.sync_mbs,
+        raw.sync_mbs,
+        "MB/s",
+    );
+    row(
+        "durable append (sync/1000)",
+        ps.sync_kops,
+        raw.sync_kops,
+        "kops/s",
+    );
+    row("get, 1 thread", ps.get1_kops, raw.get1_kops, "kops/s");
+    row("get, 2 threads", ps.get2_kops, raw.get2_kops, "kops/s");
+    row("miss, 1 thread", ps.miss_kops, raw.miss_kops, "kops/s");
+    row(
+        "open after clean close",
+        ps.open_clean_ms,
+        raw.open_clean_ms,
+        "ms",
+    );
+    row(
+        "open after crash (1% tail)",
+        ps.open_crash_ms,
+        raw.open_crash_ms,
+        "ms",
+    );
+    row("disk / logical bytes", ps.disk_ratio, raw.disk_ratio, "");
+    row(
+        "peak RSS (load + gets)",
+        ps.peak_rss_mib,
+        raw.peak_rss_mib,
+        "MiB",
+    );
+}
