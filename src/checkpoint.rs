@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{self, CheckpointHeader, CKPT_HEADER_LEN, INDEX_FILE, INDEX_TMP_FILE};
-use crate::sys;
+use crate::io::{self, Io};
 use std::path::Path;
 
 /// A checkpoint read back from disk.
@@ -23,7 +23,13 @@ pub struct Loaded {
 }
 
 /// Writes a checkpoint atomically.
-pub fn save(dir: &Path, header: &CheckpointHeader, slots: &[u64], hi: &[u16]) -> Result<()> {
+pub fn save(
+    io: &dyn Io,
+    dir: &Path,
+    header: &CheckpointHeader,
+    slots: &[u64],
+    hi: &[u16],
+) -> Result<()> {
     debug_assert_eq!(slots.len(), hi.len());
     let mut body = Vec::with_capacity(slots.len() * 10 + 4);
     for s in slots {
@@ -35,7 +41,7 @@ pub fn save(dir: &Path, header: &CheckpointHeader, slots: &[u64], hi: &[u16]) ->
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_le_bytes());
     let head = header.encode();
-    sys::write_atomic(dir, INDEX_TMP_FILE, INDEX_FILE, &[&head, &body])
+    io::write_atomic(io, dir, INDEX_TMP_FILE, INDEX_FILE, &[&head, &body])
 }
 
 /// Reads the checkpoint. `Ok(None)`: there is none. `Err(reason)`: it exists

@@ -69,6 +69,8 @@ use crate::codec::CompressionType;
 
 /// Name of the log file inside the store directory.
 pub const LOG_FILE: &str = "payload.data";
+/// Temporary name a new log is written under before the atomic rename.
+pub const LOG_TMP_FILE: &str = "payload.data.tmp";
 /// Name of the index checkpoint inside the store directory.
 pub const INDEX_FILE: &str = "index.ckpt";
 /// Temporary name the checkpoint is written under before the atomic rename.

@@ -33,6 +33,8 @@ mod error;
 pub mod ffi;
 pub mod format;
 pub mod index;
+#[doc(hidden)]
+pub mod io;
 mod options;
 mod recovery;
 mod segment;

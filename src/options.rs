@@ -2,6 +2,7 @@
 
 use crate::codec::CompressionPolicy;
 use crate::index::IndexBackend;
+use crate::io::{Io, OsIo};
 use std::fmt;
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ pub struct Options {
     pub(crate) repair: bool,
     pub(crate) auto_checkpoint_bytes: u64,
     pub(crate) logger: Option<LogCallback>,
+    pub(crate) io: Arc<dyn Io>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             repair: false,
             auto_checkpoint_bytes: 1 << 30,
             logger: None,
+            io: Arc::new(OsIo),
         }
     }
 }
@@ -127,6 +130,12 @@ impl Options {
     /// bytes (0 = never; default 1 GiB), which bounds recovery time.
     pub fn auto_checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.auto_checkpoint_bytes = bytes;
+        self
+    }
+    /// Replaces the file-I/O layer (fault-injection tests).
+    #[doc(hidden)]
+    pub fn io(mut self, io: Arc<dyn Io>) -> Self {
+        self.io = io;
         self
     }
     /// Receives every message the store logs (memory warnings, recovery).

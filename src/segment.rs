@@ -37,13 +37,13 @@
 
 use crate::error::{Error, Result};
 use crate::format::{self, LOG_HEADER_LEN, MAX_RECORD_LEN};
-use crate::sys;
+use crate::io::Io;
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// log2 of the chunk size (4 GiB).
 const CHUNK_SHIFT: u32 = 32;
@@ -72,11 +72,12 @@ pub struct Segment {
     chunks: Box<[OnceLock<MmapRaw>]>,
     map_lock: Mutex<()>,
     committed: AtomicU64,
+    io: Arc<dyn Io>,
 }
 
 impl Segment {
     /// Wraps an open log file; maps nothing yet.
-    pub fn new(path: PathBuf, file: File, writable: bool) -> Segment {
+    pub fn new(path: PathBuf, file: File, writable: bool, io: Arc<dyn Io>) -> Segment {
         Segment {
             path,
             file,
@@ -84,6 +85,7 @@ impl Segment {
             chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
             map_lock: Mutex::new(()),
             committed: AtomicU64::new(LOG_HEADER_LEN),
+            io,
         }
     }
 
@@ -200,7 +202,8 @@ impl Segment {
         let step = (cur.capacity / 8).clamp(4 * MIB, 1024 * MIB);
         let new_cap = (needed.max(cur.capacity + step)).div_ceil(MIB) * MIB;
         let new_cap = new_cap.min(MAX_LOG_LEN).max(needed);
-        sys::reserve(&self.file, &self.path, cur.capacity, new_cap)?;
+        self.io
+            .reserve(&self.file, &self.path, cur.capacity, new_cap)?;
         self.map_upto(new_cap)?;
         cur.capacity = new_cap;
         Ok(())
@@ -247,13 +250,11 @@ impl Segment {
                 .map_err(|e| Error::io("flushing the log map", &self.path, e))?;
         }
         // On Linux fdatasync writes back pages dirtied through shared maps too.
-        sys::sync_data(&self.file, &self.path)
+        self.io.sync_data(&self.file, &self.path)
     }
 
     /// Sets the file length (open-time recovery and close only).
     pub fn set_len(&self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io("truncating the log", &self.path, e))
+        self.io.set_len(&self.file, &self.path, len)
     }
 }

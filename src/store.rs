@@ -23,6 +23,7 @@ use crate::format::{
 };
 use crate::index::memory::{MemIndex, MemWriter};
 use crate::index::IndexBackend;
+use crate::io;
 use crate::options::{LogLevel, Options, SyncPolicy};
 use crate::recovery::{self, Mode};
 use crate::segment::{Segment, WriteCursor};
@@ -132,24 +133,15 @@ impl PayloadStore {
         }
         let lock = sys::lock_dir(&dir.join(format::LOCK_FILE), writable)?;
         let log_path = dir.join(format::LOG_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .create(writable)
-            .truncate(false)
-            .mode(0o644)
-            .open(&log_path)
-            .map_err(|e| Error::io("opening the log", &log_path, e))?;
-        let mut file_len = file
-            .metadata()
-            .map_err(|e| Error::io("reading log metadata", &log_path, e))?
-            .len();
-        let created = file_len == 0;
+        // A new log is created atomically (temp file, fsync, rename, directory
+        // fsync): a crash during creation leaves no half-written header.
+        let existing_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        let created = existing_len == 0;
         if created {
             if !writable {
                 return Err(Error::NotAStore {
                     path: log_path,
-                    reason: "the log is empty",
+                    reason: "no log file",
                 });
             }
             let header = LogHeader {
@@ -158,13 +150,26 @@ impl PayloadStore {
                 generation: 0,
                 created: sys::unix_now(),
             };
-            file.write_all_at(&header.encode(LOG_HEADER_LEN), 0)
-                .map_err(|e| Error::io("writing the log header", &log_path, e))?;
-            sys::sync_data(&file, &log_path)?;
-            sys::sync_dir(&dir)?;
             checkpoint::remove(&dir)?;
-            file_len = LOG_HEADER_LEN;
+            io::write_atomic(
+                &*opts.io,
+                &dir,
+                format::LOG_TMP_FILE,
+                format::LOG_FILE,
+                &[&header.encode(LOG_HEADER_LEN)],
+            )?;
         }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .truncate(false)
+            .mode(0o644)
+            .open(&log_path)
+            .map_err(|e| Error::io("opening the log", &log_path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io("reading log metadata", &log_path, e))?
+            .len();
         let mut hb = [0u8; LOG_HEADER_LEN as usize];
         if file_len < LOG_HEADER_LEN {
             return Err(Error::NotAStore {
@@ -185,7 +190,7 @@ impl PayloadStore {
             },
         })?;
         let salt = header.salt;
-        let seg = Segment::new(log_path, file, writable);
+        let seg = Segment::new(log_path, file, writable, opts.io.clone());
         seg.map_upto(file_len)?;
         seg.set_committed(file_len);
 
@@ -710,7 +715,7 @@ impl PayloadStore {
         // The snapshot is taken under the writer lock, the fsync outside it:
         // the checkpoint reaches the disk only after the log it covers.
         self.sync_to(end)?;
-        checkpoint::save(&self.dir, &header, &slots, &hi)?;
+        checkpoint::save(&*self.opts.io, &self.dir, &header, &slots, &hi)?;
         *mark = CheckpointMark {
             covered_end: end,
             saved_at: Some(header.saved_at),

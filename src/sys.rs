@@ -1,10 +1,8 @@
-//! Thin wrappers over the OS calls the engine needs: directory locking, space
-//! reservation, durability barriers, atomic file replacement, randomness.
-//! Every file-system side effect of the engine goes through this module.
+//! Thin wrappers over OS calls: directory locking, space reservation,
+//! directory sync, randomness. Durable side effects reach them through `io::Io`.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -79,45 +77,11 @@ fn to_off(v: u64) -> Result<libc::off_t> {
     libc::off_t::try_from(v).map_err(|_| Error::InvalidArgument("file offset out of range"))
 }
 
-/// Makes the file's data (and the size needed to read it) durable.
-pub fn sync_data(file: &File, path: &Path) -> Result<()> {
-    file.sync_data().map_err(|e| Error::io("syncing", path, e))
-}
-
 /// Makes a directory entry change (create, rename) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| Error::io("opening the directory", dir, e))?;
     d.sync_all()
         .map_err(|e| Error::io("syncing the directory", dir, e))
-}
-
-/// Writes `parts` to `<dir>/<tmp>`, syncs it, renames it over `<dir>/<name>`
-/// and syncs the directory: readers of `name` see the old or the new file,
-/// whole, never a mix.
-pub fn write_atomic(dir: &Path, tmp: &str, name: &str, parts: &[&[u8]]) -> Result<()> {
-    let tmp_path = dir.join(tmp);
-    let final_path = dir.join(name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp_path)
-        .map_err(|e| Error::io("creating the checkpoint", &tmp_path, e))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-    for p in parts {
-        w.write_all(p)
-            .map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
-    }
-    w.flush()
-        .map_err(|e| Error::io("writing the checkpoint", &tmp_path, e))?;
-    drop(w);
-    f.sync_all()
-        .map_err(|e| Error::io("syncing the checkpoint", &tmp_path, e))?;
-    drop(f);
-    std::fs::rename(&tmp_path, &final_path)
-        .map_err(|e| Error::io("renaming the checkpoint", &final_path, e))?;
-    sync_dir(dir)
 }
 
 /// Eight random bytes from the OS (falls back to time and pid).
