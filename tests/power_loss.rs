@@ -56,7 +56,11 @@ fn hundreds_of_power_cuts() {
     for round in 0..300u64 {
         let mut r = Rng(round * 7919 + 1);
         let dir = t.path().join(format!("r{round}"));
-        let s = PayloadStore::open_with_options(&dir, Options::default().auto_checkpoint_bytes(300_000)).unwrap();
+        let s = PayloadStore::open_with_options(
+            &dir,
+            Options::default().auto_checkpoint_bytes(300_000),
+        )
+        .unwrap();
         let mut versions: HashMap<u128, Vec<Version>> = HashMap::new();
         let steps = 1 + r.below(80);
         for step in 0..steps {
@@ -66,20 +70,32 @@ fn hundreds_of_power_cuts() {
                     let len = SIZES[r.below(SIZES.len() as u64) as usize];
                     let data = payload(id << 64 | u128::from(round << 16 | step), len);
                     s.append(id, &data, None).unwrap();
-                    versions.entry(id).or_default().push(Version { data: Some(data), synced: false });
+                    versions.entry(id).or_default().push(Version {
+                        data: Some(data),
+                        synced: false,
+                    });
                 }
                 14 => {
                     if s.delete(id).unwrap() {
-                        versions.entry(id).or_default().push(Version { data: None, synced: false });
+                        versions.entry(id).or_default().push(Version {
+                            data: None,
+                            synced: false,
+                        });
                     }
                 }
                 15..=18 => {
                     s.sync().unwrap();
-                    versions.values_mut().flatten().for_each(|v| v.synced = true);
+                    versions
+                        .values_mut()
+                        .flatten()
+                        .for_each(|v| v.synced = true);
                 }
                 _ => {
                     s.save_index().unwrap();
-                    versions.values_mut().flatten().for_each(|v| v.synced = true);
+                    versions
+                        .values_mut()
+                        .flatten()
+                        .for_each(|v| v.synced = true);
                 }
             }
         }
@@ -88,10 +104,13 @@ fn hundreds_of_power_cuts() {
         let (z, g) = mangle_unsynced(&dir.join("payload.data"), durable, &mut r);
         total_mangled += z + g;
 
-        let s = PayloadStore::open(&dir).unwrap_or_else(|e| panic!("round {round}: reopen after power cut: {e}"));
+        let s = PayloadStore::open(&dir)
+            .unwrap_or_else(|e| panic!("round {round}: reopen after power cut: {e}"));
         let mut live = 0;
         for (id, vs) in &versions {
-            let got = s.get(*id).unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
+            let got = s
+                .get(*id)
+                .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
             // acceptable: the last synced version or anything newer; with no
             // synced version, also "absent"
             let first_ok = vs.iter().rposition(|v| v.synced).unwrap_or(0);
@@ -99,12 +118,19 @@ fn hundreds_of_power_cuts() {
             if !vs[first_ok].synced {
                 ok |= got.is_none();
             }
-            assert!(ok, "round {round}: id {id} read {:?} bytes, not a version that may survive", got.map(|g| g.len()));
+            assert!(
+                ok,
+                "round {round}: id {id} read {:?} bytes, not a version that may survive",
+                got.map(|g| g.len())
+            );
             live += usize::from(got.is_some());
         }
         assert_eq!(s.len(), live, "round {round}");
         drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    assert!(total_mangled > 100, "the cuts mangled only {total_mangled} sectors");
+    assert!(
+        total_mangled > 100,
+        "the cuts mangled only {total_mangled} sectors"
+    );
 }

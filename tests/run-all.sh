@@ -67,4 +67,7 @@ c++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I"$ROOT/include" examples/cpp_e
 step "Go (cgo) package: go test"
 (cd examples/go && GOFLAGS=-mod=mod go test -count=1 ./...)
 
+step "soak (short CI version; run longer with --secs N)"
+cargo run --release --quiet --example soak -- --secs "${SOAK_SECS:-10}"
+
 step "all tests passed"
