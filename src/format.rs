@@ -247,6 +247,18 @@ pub fn seal(salt: u64, header: &mut [u8; RECORD_HEADER_LEN], stored: &[u8]) {
     header[..RH_KIND].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// True when the checksum of a whole record (header and stored bytes
+/// contiguous, as in the log) matches; one pass over the bytes.
+#[inline]
+pub fn record_checksum_ok(salt: u64, record: &[u8]) -> bool {
+    if record.len() < RECORD_HEADER_LEN {
+        return false;
+    }
+    let mut h = crc32fast::Hasher::new_with_initial(crc_seed(salt));
+    h.update(&record[RH_KIND..]);
+    le_u32(record, 0) == h.finalize()
+}
+
 /// True when the stored checksum matches header and stored bytes.
 #[inline]
 pub fn checksum_ok(salt: u64, header: &[u8; RECORD_HEADER_LEN], stored: &[u8]) -> bool {

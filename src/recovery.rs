@@ -49,28 +49,13 @@ pub struct Mode {
     pub writable: bool,
 }
 
-/// Checks the record at `off` of a file of `file_len` bytes.
+/// Checks the record at `off` (the segment's committed end is the file length while scanning).
 pub fn record_at(
     seg: &Segment,
     salt: u64,
     off: u64,
-    file_len: u64,
 ) -> std::result::Result<RecordHeader, &'static str> {
-    let hb = seg
-        .bytes(off, RECORD_HEADER_LEN)
-        .ok_or("record header past the end of the file")?;
-    let hb: &[u8; RECORD_HEADER_LEN] = hb.try_into().map_err(|_| "short header")?;
-    let h = RecordHeader::decode(hb)?;
-    if off + h.record_len() > file_len {
-        return Err("record extends past the end of the file");
-    }
-    let stored = seg
-        .bytes(off + RECORD_HEADER_LEN as u64, h.stored_len as usize)
-        .ok_or("record out of range")?;
-    if !format::checksum_ok(salt, hb, stored) {
-        return Err("checksum mismatch");
-    }
-    Ok(h)
+    seg.record(salt, off).map(|(h, _)| h)
 }
 
 /// Scans `[start, file_len)`; `apply` receives every intact record in order.
@@ -89,7 +74,7 @@ pub fn scan(
     };
     let mut pos = start;
     while pos < file_len {
-        match record_at(seg, salt, pos, file_len) {
+        match record_at(seg, salt, pos) {
             Ok(h) => {
                 apply(pos, &h);
                 s.last_record = pos;
@@ -147,7 +132,7 @@ fn all_zero(seg: &Segment, from: u64, to: u64) -> bool {
 /// First offset in `[from, file_len)` holding an intact record.
 fn next_intact(seg: &Segment, salt: u64, from: u64, file_len: u64) -> Option<u64> {
     (from..file_len.saturating_sub(RECORD_HEADER_LEN as u64 - 1))
-        .find(|&p| record_at(seg, salt, p, file_len).is_ok())
+        .find(|&p| record_at(seg, salt, p).is_ok())
 }
 
 /// Covers `[off, off + len)` (`len` ≥ header size) with padding records.

@@ -165,6 +165,29 @@ impl Segment {
             .map(format::RecordHeader::peek_id)
     }
 
+    /// The intact record at `off`: its header and stored bytes, when a
+    /// record header decodes there, the record lies below the committed end
+    /// and its checksum matches. `Err(reason)` otherwise.
+    #[inline]
+    pub fn record(
+        &self,
+        salt: u64,
+        off: u64,
+    ) -> std::result::Result<(format::RecordHeader, &[u8]), &'static str> {
+        let hb = self
+            .bytes(off, format::RECORD_HEADER_LEN)
+            .ok_or("record header out of range")?;
+        let hb: &[u8; format::RECORD_HEADER_LEN] = hb.try_into().map_err(|_| "short header")?;
+        let h = format::RecordHeader::decode(hb)?;
+        let whole = self
+            .bytes(off, h.record_len() as usize)
+            .ok_or("record extends past the end of the log")?;
+        if !format::record_checksum_ok(salt, whole) {
+            return Err("checksum mismatch");
+        }
+        Ok((h, &whole[format::RECORD_HEADER_LEN..]))
+    }
+
     /// Appends `parts` as one record at `cur.end`, growing and mapping the
     /// file as needed, then publishes the new end. Returns the record offset.
     pub fn append(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {

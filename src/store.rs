@@ -487,25 +487,9 @@ impl PayloadStore {
 
     /// The verified header and stored bytes of the record at `off`.
     fn record(&self, off: u64) -> Result<(RecordHeader, &[u8])> {
-        let hb = self
-            .seg
-            .bytes(off, RECORD_HEADER_LEN)
-            .ok_or(Error::Corrupt {
-                offset: off,
-                reason: "index points past the log",
-            })?;
-        let hb: &[u8; RECORD_HEADER_LEN] = hb
-            .try_into()
-            .map_err(|_| Error::ChecksumMismatch { offset: off })?;
-        let h = RecordHeader::decode(hb).map_err(|_| Error::ChecksumMismatch { offset: off })?;
-        let stored = self
-            .seg
-            .bytes(off + RECORD_HEADER_LEN as u64, h.stored_len as usize)
-            .ok_or(Error::ChecksumMismatch { offset: off })?;
-        if !format::checksum_ok(self.salt, hb, stored) {
-            return Err(Error::ChecksumMismatch { offset: off });
-        }
-        Ok((h, stored))
+        self.seg
+            .record(self.salt, off)
+            .map_err(|_| Error::ChecksumMismatch { offset: off })
     }
 
     fn decode_into(&self, off: u64, h: &RecordHeader, stored: &[u8], out: &mut [u8]) -> Result<()> {
@@ -517,8 +501,15 @@ impl PayloadStore {
 
     fn read_vec(&self, off: u64) -> Result<Vec<u8>> {
         let (h, stored) = self.record(off)?;
+        self.decode_vec(off, &h, stored)
+    }
+
+    fn decode_vec(&self, off: u64, h: &RecordHeader, stored: &[u8]) -> Result<Vec<u8>> {
+        if h.compression == CompressionType::None {
+            return Ok(stored.to_vec()); // no zero-fill before the copy
+        }
         let mut out = vec![0u8; h.raw_len as usize];
-        self.decode_into(off, &h, stored, &mut out)?;
+        self.decode_into(off, h, stored, &mut out)?;
         Ok(out)
     }
 
@@ -592,13 +583,10 @@ impl PayloadStore {
         {
             return Err(bad("location extends past the end of the log"));
         }
-        let hb = self
+        let (h, stored) = self
             .seg
-            .bytes(offset, RECORD_HEADER_LEN)
-            .ok_or(bad("location out of range"))?;
-        let hb: &[u8; RECORD_HEADER_LEN] =
-            hb.try_into().map_err(|_| bad("location out of range"))?;
-        let h = RecordHeader::decode(hb).map_err(|_| bad("no record header at this offset"))?;
+            .record(self.salt, offset)
+            .map_err(|_| bad("no intact record at this offset"))?;
         if h.kind != RecordKind::Put {
             return Err(bad("the record at this offset is not a payload"));
         }
@@ -608,16 +596,7 @@ impl PayloadStore {
         if h.compression != compression {
             return Err(bad("the record at this offset has another compression"));
         }
-        let stored = self
-            .seg
-            .bytes(offset + RECORD_HEADER_LEN as u64, length as usize)
-            .ok_or(bad("location out of range"))?;
-        if !format::checksum_ok(self.salt, hb, stored) {
-            return Err(bad("no intact record at this offset (checksum mismatch)"));
-        }
-        let mut out = vec![0u8; h.raw_len as usize];
-        self.decode_into(offset, &h, stored, &mut out)?;
-        Ok(out)
+        self.decode_vec(offset, &h, stored)
     }
 
     /// Whether `edge_id` has a payload.
@@ -851,7 +830,7 @@ fn usable_checkpoint(
             Err("checkpoint has no last record")
         };
     }
-    match recovery::record_at(seg, salt, h.last_record, file_len) {
+    match recovery::record_at(seg, salt, h.last_record) {
         Ok(r) if h.last_record + r.record_len() == h.covered_end => Ok(()),
         Ok(_) => Err("checkpoint end is not a record boundary"),
         Err(_) => Err("checkpoint's last record is damaged or missing"),
