@@ -144,14 +144,42 @@ impl Workload {
 }
 
 /// The operations both engines run.
-trait Engine: Sync {
+trait Engine: Sync + Sized {
+    fn open(dir: &Path, a: &Args) -> Self;
+    fn close(self);
+    /// Appends `extra` items after the last checkpoint, "crashes" and times
+    /// the reopen (ms).
+    fn crash_reopen(self, dir: &Path, a: &Args, w: &Workload, extra: usize) -> f64;
     fn put(&mut self, id: u128, data: &[u8]);
     fn end_batch(&mut self) {}
     fn sync(&mut self);
     fn get(&self, id: u128) -> Option<Vec<u8>>;
 }
 
+fn store_opts(a: &Args) -> Options {
+    Options::default().compression_enabled(a.compression)
+}
+
 impl Engine for PayloadStore {
+    fn open(dir: &Path, a: &Args) -> Self {
+        PayloadStore::open_with_options(dir, store_opts(a)).unwrap()
+    }
+    fn close(self) {
+        PayloadStore::close(self).unwrap();
+    }
+    fn crash_reopen(self, dir: &Path, a: &Args, w: &Workload, extra: usize) -> f64 {
+        for i in 0..extra {
+            self.append(w.items[i].0 ^ 1, w.data(i), None).unwrap();
+        }
+        PayloadStore::sync(&self).unwrap();
+        self.abandon(); // as a killed process leaves it
+        let t = Instant::now();
+        let s = PayloadStore::open_with_options(dir, store_opts(a)).unwrap();
+        assert!(s.get(w.items[0].0 ^ 1).unwrap().is_some());
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(s.stats().recovery.replayed_records, extra as u64);
+        ms
+    }
     fn put(&mut self, id: u128, data: &[u8]) {
         self.append(id, data, None).expect("append");
     }
@@ -216,6 +244,17 @@ impl RawFile {
 }
 
 impl Engine for RawFile {
+    fn open(dir: &Path, _: &Args) -> Self {
+        RawFile::open(dir)
+    }
+    fn close(self) {}
+    fn crash_reopen(self, dir: &Path, _: &Args, w: &Workload, _extra: usize) -> f64 {
+        drop(self); // the baseline always scans the whole file
+        let t = Instant::now();
+        let r = RawFile::open(dir);
+        assert!(r.get(w.items[0].0).is_some());
+        t.elapsed().as_secs_f64() * 1e3
+    }
     fn put(&mut self, id: u128, data: &[u8]) {
         self.index.insert(
             id,
@@ -350,86 +389,35 @@ fn gets<E: Engine>(e: &E, w: &Workload, threads: u64, secs: f64, miss: bool) -> 
     total.load(Ordering::Relaxed) as f64 / secs / 1000.0
 }
 
-fn run_store(a: &Args, w: &Workload) -> Figures {
-    let dir = a.dir.join("payloadstore");
-    let _ = std::fs::remove_dir_all(&dir);
-    let opts = || Options::default().compression_enabled(a.compression);
-    let mut f = Figures::default();
-    peak_rss_reset();
-    let mut s = PayloadStore::open_with_options(&dir, opts()).unwrap();
-    let t = load(&mut s, w, w.items.len(), None, "bulk");
-    f.bulk_mbs = w.logical as f64 / 1e6 / t.as_secs_f64();
-    f.bulk_kops = w.items.len() as f64 / 1e3 / t.as_secs_f64();
-    for _ in 0..200_000.min(w.items.len()) {
-        let _ = s.get(w.items[0].0);
-    }
-    eprintln!("  get 1/2 threads, miss ({} s each)", a.get_secs);
-    f.get1_kops = gets(&s, w, 1, a.get_secs, false);
-    f.get2_kops = gets(&s, w, 2, a.get_secs, false);
-    f.miss_kops = gets(&s, w, 1, a.get_secs, true);
-    f.peak_rss_mib = peak_rss_mib();
-    s.close().unwrap();
-    f.disk_ratio = disk_bytes(&dir) as f64 / w.logical as f64;
-    let t = Instant::now();
-    let s = PayloadStore::open_with_options(&dir, opts()).unwrap();
-    assert!(s.get(w.items[0].0).unwrap().is_some());
-    f.open_clean_ms = t.elapsed().as_secs_f64() * 1e3;
-    // After a crash: 1% of the items appended after the last checkpoint and
-    // the handle abandoned as a killed process would leave it.
-    let extra = (w.items.len() / 100).max(1);
-    for i in 0..extra {
-        s.append(w.items[i].0 ^ 1, w.data(i), None).unwrap();
-    }
-    s.sync().unwrap();
-    s.abandon();
-    let t = Instant::now();
-    let s = PayloadStore::open_with_options(&dir, opts()).unwrap();
-    assert!(s.get(w.items[0].0 ^ 1).unwrap().is_some());
-    f.open_crash_ms = t.elapsed().as_secs_f64() * 1e3;
-    assert_eq!(s.stats().recovery.replayed_records, extra as u64);
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
-    let n = a.sync_count.min(w.items.len());
-    let mut s = PayloadStore::open_with_options(&dir, opts()).unwrap();
-    let t = load(&mut s, w, n, Some(1000), "sync/1000");
-    let bytes: usize = (0..n).map(|i| w.items[i].2).sum();
-    f.sync_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
-    f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
-    f
-}
-
-fn run_raw(a: &Args, w: &Workload) -> Figures {
-    let dir = a.dir.join("rawfile");
+fn run<E: Engine>(name: &str, a: &Args, w: &Workload) -> Figures {
+    let dir = a.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let mut f = Figures::default();
     peak_rss_reset();
-    let mut r = RawFile::open(&dir);
-    let t = load(&mut r, w, w.items.len(), None, "bulk");
+    let mut e = E::open(&dir, a);
+    let t = load(&mut e, w, w.items.len(), None, "bulk");
     f.bulk_mbs = w.logical as f64 / 1e6 / t.as_secs_f64();
     f.bulk_kops = w.items.len() as f64 / 1e3 / t.as_secs_f64();
     eprintln!("  get 1/2 threads, miss ({} s each)", a.get_secs);
-    f.get1_kops = gets(&r, w, 1, a.get_secs, false);
-    f.get2_kops = gets(&r, w, 2, a.get_secs, false);
-    f.miss_kops = gets(&r, w, 1, a.get_secs, true);
+    f.get1_kops = gets(&e, w, 1, a.get_secs, false);
+    f.get2_kops = gets(&e, w, 2, a.get_secs, false);
+    f.miss_kops = gets(&e, w, 1, a.get_secs, true);
     f.peak_rss_mib = peak_rss_mib();
-    drop(r);
+    e.close();
     f.disk_ratio = disk_bytes(&dir) as f64 / w.logical as f64;
     let t = Instant::now();
-    let r = RawFile::open(&dir);
-    assert!(r.get(w.items[0].0).is_some());
+    let e = E::open(&dir, a);
+    assert!(e.get(w.items[0].0).is_some());
     f.open_clean_ms = t.elapsed().as_secs_f64() * 1e3;
-    f.open_crash_ms = f.open_clean_ms; // the baseline always scans everything
-    drop(r);
+    f.open_crash_ms = e.crash_reopen(&dir, a, w, (w.items.len() / 100).max(1));
     let _ = std::fs::remove_dir_all(&dir);
     let n = a.sync_count.min(w.items.len());
-    let mut r = RawFile::open(&dir);
-    let t = load(&mut r, w, n, Some(1000), "sync/1000");
+    let mut e = E::open(&dir, a);
+    let t = load(&mut e, w, n, Some(1000), "sync/1000");
     let bytes: usize = (0..n).map(|i| w.items[i].2).sum();
     f.sync_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
     f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
-    drop(r);
+    e.close();
     let _ = std::fs::remove_dir_all(&dir);
     f
 }
@@ -442,14 +430,14 @@ fn main() {
     let mut ps = Figures::default();
     if a.engines != "store" {
         eprintln!("rawfile baseline:");
-        raw = run_raw(&a, &w);
+        raw = run::<RawFile>("rawfile", &a, &w);
     }
     if a.engines != "raw" {
         eprintln!(
             "payload_store (compression {}):",
             if a.compression { "by size" } else { "off" }
         );
-        ps = run_store(&a, &w);
+        ps = run::<PayloadStore>("payloadstore", &a, &w);
     }
     println!(
         "\nworkload {}: {} items, {:.1} MiB logical; compression {}; {} s per get phase; sync load {} items\n",

@@ -44,7 +44,7 @@ done
 step "header compiles as C99 and C++11 with -Wall -Wextra -Wpedantic -Werror, included twice"
 cc -std=c99 -Wall -Wextra -Wpedantic -Werror -I"$ROOT/include" tests/c/test_header.c -o "$OUT/header-c" "${SHARED[@]}"
 "$OUT/header-c"
-c++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I"$ROOT/include" tests/c/test_header.cpp -o "$OUT/header-cpp" "${SHARED[@]}"
+c++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I"$ROOT/include" -x c++ tests/c/test_header.c -o "$OUT/header-cpp" "${SHARED[@]}"
 "$OUT/header-cpp"
 
 step "pkg-config (dynamic and --static)"
