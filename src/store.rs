@@ -118,6 +118,21 @@ impl PayloadStore {
     }
 
     /// Opens (creating if needed, unless read-only) a store with options.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open_with_options(&dir, Options::default().sync_policy(SyncPolicy::EveryAppend))?;
+    /// store.append(1, b"durable when append returns", None)?;
+    /// assert_eq!(store.durable_offset(), store.appended_offset());
+    /// drop(store);
+    /// // several read-only handles may share a store
+    /// let store = PayloadStore::open_with_options(&dir, Options::default().read_only(true))?;
+    /// assert!(matches!(store.append(2, b"x", None), Err(Error::ReadOnly)));
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn open_with_options<P: AsRef<Path>>(data_dir: P, opts: Options) -> Result<Self> {
         let started = Instant::now();
         let dir = data_dir.as_ref().to_path_buf();
@@ -428,6 +443,21 @@ impl PayloadStore {
     /// Deletes `edge_id`: writes a tombstone and drops it from the index.
     /// Returns whether it was present. Its location stays readable through
     /// `get_at_offset` until compaction.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?;
+    /// let (off, len, tag) = store.append(9, b"gone soon", None)?;
+    /// assert!(store.delete(9)?);
+    /// assert_eq!(store.get(9)?, None);
+    /// assert!(!store.delete(9)?);
+    /// // the old location still reads what was written there
+    /// assert_eq!(store.get_at_offset(off, len, CompressionType::try_from(tag)?)?, b"gone soon");
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn delete(&self, edge_id: u128) -> Result<bool> {
         self.writable()?;
         if !self.has_payload(edge_id) {
@@ -524,6 +554,21 @@ impl PayloadStore {
     /// Copies the payload of `edge_id` into `buf` without allocating.
     /// Returns its length, `None` if absent, or `Error::BufferTooSmall
     /// { needed }` when `buf` is shorter than the payload.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?;
+    /// store.append(3, b"twelve bytes", None)?;
+    /// let mut buf = [0u8; 64];
+    /// assert_eq!(store.get_into(3, &mut buf)?, Some(12));
+    /// assert_eq!(&buf[..12], b"twelve bytes");
+    /// assert!(matches!(store.get_into(3, &mut [0u8; 4]), Err(Error::BufferTooSmall { needed: 12 })));
+    /// assert_eq!(store.get_into(4, &mut buf)?, None);
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
         let Some(off) = self.locate(edge_id) else {
             return Ok(None);
@@ -562,6 +607,21 @@ impl PayloadStore {
     /// payload record with that stored length and compression whose checksum
     /// matches; anything else is `Error::InvalidLocation` — never other bytes.
     /// Locations of replaced or deleted payloads stay readable (until compaction).
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?;
+    /// let (off, len, tag) = store.append(5, &vec![7u8; 5000], None)?; // LZ4
+    /// let codec = CompressionType::try_from(tag)?;
+    /// assert_eq!(codec, CompressionType::Lz4);
+    /// assert_eq!(store.get_at_offset(off, len, codec)?, vec![7u8; 5000]);
+    /// assert!(matches!(store.get_at_offset(off + 1, len, codec), Err(Error::InvalidLocation { .. })));
+    /// assert!(matches!(store.get_at_offset(off, len, CompressionType::None), Err(Error::InvalidLocation { .. })));
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn get_at_offset(
         &self,
         offset: u64,
@@ -616,6 +676,20 @@ impl PayloadStore {
 
     /// Log offset below which everything is durable. A location `(offset,
     /// length, _)` is durable when `offset + 32 + length <= durable_offset()`.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?; // SyncPolicy::Manual
+    /// let (off, len, _) = store.append(1, b"abc", None)?;
+    /// let durable = |s: &PayloadStore| off + 32 + u64::from(len) <= s.durable_offset();
+    /// assert!(!durable(&store));
+    /// store.sync()?;
+    /// assert!(durable(&store));
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn durable_offset(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
     }
@@ -703,6 +777,22 @@ impl PayloadStore {
     }
 
     /// Figures about the store; O(1).
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?;
+    /// store.append(1, &vec![b'a'; 2048], None)?;
+    /// store.append(1, b"replaced", None)?;
+    /// let st = store.stats();
+    /// assert_eq!(st.payloads, 1);
+    /// assert!(st.dead_bytes > 0);
+    /// assert_eq!(st.by_compression[CompressionType::None as usize].count, 1);
+    /// assert_eq!(st.recovery.source, IndexSource::Created);
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn stats(&self) -> PayloadStats {
         let (c, end, durable) = {
             let w = self.writer.lock();
@@ -745,6 +835,22 @@ impl PayloadStore {
     }
 
     /// Calls `f(edge_id, location)` for every live payload, in no particular order.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let store = PayloadStore::open(&dir)?;
+    /// for id in 0..10u128 {
+    ///     store.append(id, &id.to_le_bytes(), None)?;
+    /// }
+    /// let mut ids = Vec::new();
+    /// store.for_each(|id, _location| ids.push(id))?;
+    /// ids.sort();
+    /// assert_eq!(ids, (0..10).collect::<Vec<u128>>());
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
     pub fn for_each(&self, mut f: impl FnMut(u128, (u64, u32, u8))) -> Result<()> {
         let mut err = None;
         self.index.for_each_offset(|off| match self.record(off) {
