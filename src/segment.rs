@@ -220,6 +220,31 @@ impl Segment {
         Ok(off)
     }
 
+    /// Appends already-encoded records with one positioned write (not
+    /// through the mapping), then publishes the new end. Readers see the
+    /// bytes through the mapping: both go through the same page cache.
+    pub fn append_bytes(&self, cur: &mut WriteCursor, bytes: &[u8]) -> Result<u64> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let off = cur.end;
+        let new_end = off + bytes.len() as u64;
+        if new_end > MAX_LOG_LEN {
+            return Err(Error::PayloadTooLarge {
+                len: new_end,
+                max: MAX_LOG_LEN,
+            });
+        }
+        if new_end > cur.capacity {
+            self.grow(cur, new_end)?;
+        }
+        // Past `committed`: no reader looks at these bytes until we publish.
+        self.io.write_at(&self.file, &self.path, bytes, off)?;
+        cur.end = new_end;
+        self.set_committed(new_end);
+        Ok(off)
+    }
+
     fn grow(&self, cur: &mut WriteCursor, needed: u64) -> Result<()> {
         const MIB: u64 = 1 << 20;
         let step = (cur.capacity / 8).clamp(4 * MIB, 1024 * MIB);

@@ -44,7 +44,34 @@ fn workload(dir: &std::path::Path, io: &Arc<FaultyIo>) -> (Vec<u128>, Vec<String
     let mut poisoned = false;
     for round in 0..5u128 {
         let mut pending = Vec::new();
+        if round % 2 == 1 {
+            // a batch: one write for all its records
+            let datas: Vec<(u128, Vec<u8>)> = (0..12u128)
+                .map(|k| {
+                    (
+                        round * 100 + k,
+                        payload(round * 100 + k, len_of(round * 100 + k)),
+                    )
+                })
+                .collect();
+            let refs: Vec<(u128, &[u8])> =
+                datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+            match s.append_batch(&refs, None) {
+                Ok(_) => pending.extend(datas.iter().map(|(id, _)| *id)),
+                Err(e) => {
+                    assert!(expected_error(&e), "append_batch: {e}");
+                    poisoned |= matches!(e, Error::Poisoned);
+                    errors.push(format!("append_batch: {e}"));
+                    for (id, _) in &datas {
+                        assert!(!s.has_payload(*id), "a failed batch left id {id} visible");
+                    }
+                }
+            }
+        }
         for k in 0..12u128 {
+            if round % 2 == 1 {
+                break;
+            }
             let id = round * 100 + k;
             match s.append(id, &payload(id, len_of(id)), None) {
                 Ok(_) => pending.push(id),

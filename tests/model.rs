@@ -17,6 +17,10 @@ enum Op {
     Delete {
         id: u8,
     },
+    AppendBatch {
+        ids: Vec<u8>,
+        len: usize,
+    },
     Get {
         id: u8,
     },
@@ -36,6 +40,8 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0u8..24, prop_oneof![0usize..64, 900usize..1200, 90_000usize..110_000], proptest::option::of(0u8..3))
             .prop_map(|(id, len, codec)| Op::Append { id, len, codec }),
         2 => (0u8..24).prop_map(|id| Op::Delete { id }),
+        2 => (proptest::collection::vec(0u8..24, 0..12), prop_oneof![0usize..64, 900usize..1200, 90_000usize..110_000])
+            .prop_map(|(ids, len)| Op::AppendBatch { ids, len }),
         4 => (0u8..24).prop_map(|id| Op::Get { id }),
         3 => (any::<usize>(), proptest::option::of((-40i8..40, -3i8..3))).prop_map(|(pick, corrupt)| Op::GetAt { pick, corrupt }),
         1 => Just(Op::Sync),
@@ -74,6 +80,23 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
                 let loc = s.append(u128::from(id), &data, codec).unwrap();
                 model.insert(u128::from(id), data.clone());
                 locs.push((loc, data));
+            }
+            Op::AppendBatch { ids, len } => {
+                let datas: Vec<(u128, Vec<u8>)> = ids
+                    .iter()
+                    .map(|&id| {
+                        version += 1;
+                        (u128::from(id), payload(u128::from(id) << 32 | version, len))
+                    })
+                    .collect();
+                let refs: Vec<(u128, &[u8])> =
+                    datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+                let locs_got = s.append_batch(&refs, None).unwrap();
+                assert_eq!(locs_got.len(), datas.len());
+                for ((id, data), loc) in datas.into_iter().zip(locs_got) {
+                    locs.push((loc, data.clone()));
+                    model.insert(id, data); // later items of the batch win
+                }
             }
             Op::Delete { id } => {
                 assert_eq!(

@@ -303,3 +303,47 @@ fn for_each_visits_every_live_payload() {
     ids.sort_unstable();
     assert_eq!(ids, (1..1000u128).map(|i| i * 3).collect::<Vec<_>>());
 }
+
+#[test]
+fn append_batch_matches_append() {
+    for backend in backends() {
+        let t = TempDir::new("batch");
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        assert!(s.append_batch(&[], None).unwrap().is_empty());
+        let datas: Vec<(u128, Vec<u8>)> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (i as u128, payload(i as u128, len)))
+            .collect();
+        let mut refs: Vec<(u128, &[u8])> =
+            datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+        refs.push((0, b"zero again")); // same id twice in one batch: the later wins
+        let locs = s.append_batch(&refs, None).unwrap();
+        assert_eq!(locs.len(), refs.len());
+        for ((id, data), loc) in refs.iter().zip(&locs) {
+            let codec = CompressionType::try_from(loc.2).unwrap();
+            assert_eq!(
+                &s.get_at_offset(loc.0, loc.1, codec).unwrap(),
+                data,
+                "id {id}"
+            );
+            // same codec choice as a single append
+            let single = s.append(1000 + id, data, None).unwrap();
+            assert_eq!(single.2, loc.2);
+        }
+        assert_eq!(s.get(0).unwrap().unwrap(), b"zero again");
+        assert_eq!(s.len(), SIZES.len() * 2);
+        assert!(s.stats().dead_bytes > 0);
+        let big = vec![0u8; (payloadstore::MAX_PAYLOAD_LEN + 1) as usize];
+        assert!(matches!(
+            s.append_batch(&[(77, b"ok"), (78, &big)], None),
+            Err(Error::PayloadTooLarge { .. })
+        ));
+        assert!(!s.has_payload(77), "a rejected batch stores nothing");
+        drop(s);
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        for (id, data) in refs.iter().skip(1) {
+            assert_eq!(&s.get(*id).unwrap().unwrap(), data);
+        }
+    }
+}
