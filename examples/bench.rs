@@ -150,8 +150,8 @@ trait Engine: Sync + Sized {
     /// Appends `extra` items after the last checkpoint, "crashes" and times
     /// the reopen (ms).
     fn crash_reopen(self, dir: &Path, a: &Args, w: &Workload, extra: usize) -> f64;
-    fn put(&mut self, id: u128, data: &[u8]);
-    fn end_batch(&mut self) {}
+    /// One batch of (normally) 1000 items.
+    fn put_batch(&mut self, batch: &[(u128, &[u8])]);
     fn sync(&mut self);
     fn get(&self, id: u128) -> Option<Vec<u8>>;
 }
@@ -180,8 +180,8 @@ impl Engine for PayloadStore {
         assert_eq!(s.stats().recovery.replayed_records, extra as u64);
         ms
     }
-    fn put(&mut self, id: u128, data: &[u8]) {
-        self.append(id, data, None).expect("append");
+    fn put_batch(&mut self, batch: &[(u128, &[u8])]) {
+        self.append_batch(batch, None).expect("append_batch");
     }
     fn sync(&mut self) {
         PayloadStore::sync(self).expect("sync");
@@ -255,26 +255,20 @@ impl Engine for RawFile {
         assert!(r.get(w.items[0].0).is_some());
         t.elapsed().as_secs_f64() * 1e3
     }
-    fn put(&mut self, id: u128, data: &[u8]) {
-        self.index.insert(
-            id,
-            (
-                self.len + (self.buf.len() + RAW_HDR) as u64,
-                data.len() as u32,
-            ),
-        );
-        self.buf.extend_from_slice(&id.to_le_bytes());
-        self.buf
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(data);
-    }
-    fn end_batch(&mut self) {
+    fn put_batch(&mut self, batch: &[(u128, &[u8])]) {
+        for &(id, data) in batch {
+            let off = self.len + (self.buf.len() + RAW_HDR) as u64;
+            self.index.insert(id, (off, data.len() as u32));
+            self.buf.extend_from_slice(&id.to_le_bytes());
+            self.buf
+                .extend_from_slice(&(data.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(data);
+        }
         self.file.write_all(&self.buf).unwrap();
         self.len += self.buf.len() as u64;
         self.buf.clear();
     }
     fn sync(&mut self) {
-        self.end_batch();
         self.file.sync_data().unwrap();
         self.remap();
     }
@@ -342,10 +336,12 @@ fn load<E: Engine>(
     phase: &str,
 ) -> Duration {
     let t = Instant::now();
+    let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
-        e.put(w.items[i].0, w.data(i));
-        if (i + 1) % 1000 == 0 || i + 1 == n {
-            e.end_batch();
+        batch.push((w.items[i].0, w.data(i)));
+        if batch.len() == 1000 || i + 1 == n {
+            e.put_batch(&batch);
+            batch.clear();
             if sync_every.is_some() {
                 e.sync();
             }
