@@ -314,6 +314,18 @@ ps_status ps_store_append(struct ps_store *store,
                           int32_t compression,
                           struct ps_location *out_loc);
 
+// Appends `count` payloads with one write: payload `i` is `lens[i]` bytes
+// at `datas[i]` for `ids[i]` (a later duplicate id wins). Writes the
+// locations to `out_locs[0..count]` unless it is NULL. Nothing is stored
+// when it fails. `count == 0` is a no-op.
+ps_status ps_store_append_batch(struct ps_store *store,
+                                const struct ps_edge_id *ids,
+                                const uint8_t *const *datas,
+                                const size_t *lens,
+                                size_t count,
+                                int32_t compression,
+                                struct ps_location *out_locs);
+
 // Deletes `id`. Writes whether it existed to `*out_existed` unless NULL.
 ps_status ps_store_delete(struct ps_store *store, struct ps_edge_id id, bool *out_existed);
 

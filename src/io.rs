@@ -26,6 +26,8 @@ pub trait Io: Send + Sync {
     fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()>;
     /// Writes all of `buf` at `off`.
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], off: u64) -> Result<()>;
+    /// Writes all of `bufs`, back to back, at `off` (`pwritev`).
+    fn write_vectored_at(&self, file: &File, path: &Path, bufs: &[&[u8]], off: u64) -> Result<()>;
     /// Creates (truncating) a file for writing.
     fn create(&self, path: &Path) -> Result<File>;
     /// Appends all of `buf` to a file created by `create`.
@@ -71,6 +73,9 @@ impl Io for OsIo {
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], off: u64) -> Result<()> {
         file.write_all_at(buf, off)
             .map_err(|e| Error::io("writing", path, e))
+    }
+    fn write_vectored_at(&self, file: &File, path: &Path, bufs: &[&[u8]], off: u64) -> Result<()> {
+        crate::sys::pwritev_all(file, bufs, off).map_err(|e| Error::io("writing", path, e))
     }
     fn create(&self, path: &Path) -> Result<File> {
         OpenOptions::new()
@@ -206,6 +211,27 @@ impl Io for FaultyIo {
             }
             Some(f) => Err(injected("writing", path, f)),
             None => OsIo.write_at(file, path, buf, off),
+        }
+    }
+    fn write_vectored_at(&self, file: &File, path: &Path, bufs: &[&[u8]], off: u64) -> Result<()> {
+        match self.check() {
+            Some(Fault::ShortWrite) => {
+                let half: usize = bufs.iter().map(|b| b.len()).sum::<usize>() / 2;
+                let mut written = 0usize;
+                let mut at = off;
+                for b in bufs {
+                    let n = b.len().min(half - written);
+                    OsIo.write_at(file, path, &b[..n], at)?;
+                    written += n;
+                    at += n as u64;
+                    if written == half {
+                        break;
+                    }
+                }
+                Err(injected("writing", path, Fault::ShortWrite))
+            }
+            Some(f) => Err(injected("writing", path, f)),
+            None => OsIo.write_vectored_at(file, path, bufs, off),
         }
     }
     fn create(&self, path: &Path) -> Result<File> {

@@ -220,15 +220,17 @@ impl Segment {
         Ok(off)
     }
 
-    /// Appends already-encoded records with one positioned write (not
-    /// through the mapping), then publishes the new end. Readers see the
-    /// bytes through the mapping: both go through the same page cache.
-    pub fn append_bytes(&self, cur: &mut WriteCursor, bytes: &[u8]) -> Result<u64> {
+    /// Appends already-encoded records (`parts`, back to back) with
+    /// vectored positioned writes, not through the mapping, then publishes
+    /// the new end. Readers see the bytes through the mapping: both go
+    /// through the same page cache.
+    pub fn append_vectored(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {
         if !self.writable {
             return Err(Error::ReadOnly);
         }
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let off = cur.end;
-        let new_end = off + bytes.len() as u64;
+        let new_end = off + len;
         if new_end > MAX_LOG_LEN {
             return Err(Error::PayloadTooLarge {
                 len: new_end,
@@ -239,7 +241,8 @@ impl Segment {
             self.grow(cur, new_end)?;
         }
         // Past `committed`: no reader looks at these bytes until we publish.
-        self.io.write_at(&self.file, &self.path, bytes, off)?;
+        self.io
+            .write_vectored_at(&self.file, &self.path, parts, off)?;
         cur.end = new_end;
         self.set_committed(new_end);
         Ok(off)

@@ -465,17 +465,17 @@ impl PayloadStore {
                 max: MAX_PAYLOAD_LEN,
             });
         }
-        // Encode (compress, checksum) every record before taking the lock.
-        let total: usize = items.iter().map(|(_, d)| d.len() + RECORD_HEADER_LEN).sum();
-        let mut buf = Vec::with_capacity(total);
-        let mut records = Vec::with_capacity(items.len());
-        let mut scratch = Vec::new();
+        // Encode (compress, checksum) every record before taking the lock;
+        // raw payloads are written straight from the caller's memory.
+        let mut headers = Vec::with_capacity(items.len());
+        let mut compressed: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
         for &(id, data) in items {
             let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
-            let (codec, stored): (CompressionType, &[u8]) = if codec != CompressionType::None
-                && codec::compress(codec, self.opts.compression.zstd_level, data, &mut scratch)?
-            {
-                (codec, &scratch)
+            let mut out = Vec::new();
+            let shrunk = codec != CompressionType::None
+                && codec::compress(codec, self.opts.compression.zstd_level, data, &mut out)?;
+            let (codec, stored): (CompressionType, &[u8]) = if shrunk {
+                (codec, &out)
             } else {
                 (CompressionType::None, data)
             };
@@ -489,23 +489,33 @@ impl PayloadStore {
             };
             let mut hb = header.encode();
             format::seal(self.salt, &mut hb, stored);
-            records.push((buf.len() as u64, header));
-            buf.extend_from_slice(&hb);
-            buf.extend_from_slice(stored);
+            headers.push((header, hb));
+            compressed.push(shrunk.then_some(out));
         }
-        if records.is_empty() {
+        if headers.is_empty() {
             return Ok(Vec::new());
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * items.len());
+        let mut rel = Vec::with_capacity(items.len());
+        let mut at = 0u64;
+        for (((_, hb), c), &(_, data)) in headers.iter().zip(&compressed).zip(items) {
+            let stored: &[u8] = c.as_deref().unwrap_or(data);
+            rel.push(at);
+            at += (hb.len() + stored.len()) as u64;
+            parts.push(hb);
+            parts.push(stored);
         }
         let mut w = self.writer.lock();
         self.writable()?;
-        let base = self.seg.append_bytes(&mut w.cur, &buf)?;
-        for (rel, header) in &records {
-            apply(&self.seg, &self.index, &mut w, base + rel, header);
+        let base = self.seg.append_vectored(&mut w.cur, &parts)?;
+        for ((header, _), r) in headers.iter().zip(&rel) {
+            apply(&self.seg, &self.index, &mut w, base + r, header);
         }
         self.after_write(w)?;
-        Ok(records
+        Ok(headers
             .iter()
-            .map(|(rel, h)| (base + rel, h.stored_len, h.compression as u8))
+            .zip(&rel)
+            .map(|((h, _), r)| (base + r, h.stored_len, h.compression as u8))
             .collect())
     }
 

@@ -84,6 +84,62 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("syncing the directory", dir, e))
 }
 
+/// Writes every buffer of `bufs`, back to back, at `off`, with as few
+/// `pwritev` calls as the kernel allows (at most 1024 buffers per call,
+/// short writes resumed).
+pub fn pwritev_all(file: &File, bufs: &[&[u8]], off: u64) -> std::io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut first = 0usize;
+    let mut at = off;
+    while first < iov.len() {
+        let n_iov = (iov.len() - first).min(IOV_MAX);
+        let pos = libc::off_t::try_from(at)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: `iov[first..first + n_iov]` describes live, readable buffers
+        // borrowed from `bufs` for the duration of the call; the descriptor is open.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov[first..].as_ptr(),
+                n_iov as libc::c_int,
+                pos,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        let mut n = n as usize;
+        at += n as u64;
+        // skip fully written buffers, trim a partly written one
+        while n > 0 && first < iov.len() {
+            if n >= iov[first].iov_len {
+                n -= iov[first].iov_len;
+                first += 1;
+            } else {
+                iov[first].iov_base = iov[first].iov_base.wrapping_byte_add(n);
+                iov[first].iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Eight random bytes from the OS (falls back to time and pid).
 pub fn random_u64() -> u64 {
     let mut v = 0u64;

@@ -347,3 +347,27 @@ fn append_batch_matches_append() {
         }
     }
 }
+
+#[test]
+fn large_batches_span_many_vectored_writes() {
+    let t = TempDir::new("bigbatch");
+    let s = PayloadStore::open(t.store()).unwrap();
+    // 3000 records = 6000 buffers: more than one pwritev (at most 1024 each)
+    let datas: Vec<(u128, Vec<u8>)> = (0..3000u128)
+        .map(|i| (i, payload(i, (i % 50) as usize)))
+        .collect();
+    let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+    let locs = s.append_batch(&refs, None).unwrap();
+    let mut expect_off = locs[0].0;
+    for ((id, data), loc) in datas.iter().zip(&locs) {
+        assert_eq!(loc.0, expect_off, "records are back to back");
+        expect_off += 32 + u64::from(loc.1);
+        assert_eq!(&s.get(*id).unwrap().unwrap(), data);
+    }
+    assert_eq!(s.appended_offset(), expect_off);
+    drop(s);
+    std::fs::remove_file(t.store().join("index.ckpt")).unwrap();
+    let s = PayloadStore::open(t.store()).unwrap();
+    assert_eq!(s.len(), 3000);
+    assert_eq!(s.get(2999).unwrap().unwrap(), datas[2999].1);
+}

@@ -413,6 +413,48 @@ pub extern "C" fn ps_store_append(
     })
 }
 
+/// Appends `count` payloads with one write: payload `i` is `lens[i]` bytes
+/// at `datas[i]` for `ids[i]` (a later duplicate id wins). Writes the
+/// locations to `out_locs[0..count]` unless it is NULL. Nothing is stored
+/// when it fails. `count == 0` is a no-op.
+#[no_mangle]
+pub extern "C" fn ps_store_append_batch(
+    store: *mut ps_store,
+    ids: *const ps_edge_id,
+    datas: *const *const u8,
+    lens: *const usize,
+    count: usize,
+    compression: i32,
+    out_locs: *mut ps_location,
+) -> ps_status {
+    run(|| {
+        let s = handle(store)?;
+        let c = compression_arg(compression)?;
+        if count == 0 {
+            return Ok(PS_OK);
+        }
+        let ids = boundary::array(ids, count)?;
+        let datas = boundary::array(datas, count)?;
+        let lens = boundary::array(lens, count)?;
+        let mut items = Vec::with_capacity(count);
+        for i in 0..count {
+            items.push((ids[i].get(), bytes(datas[i], lens[i])?));
+        }
+        let locs = s.append_batch(&items, c).map_err(fail)?;
+        if !out_locs.is_null() {
+            let out = boundary::array_mut(out_locs, count)?;
+            for (o, (offset, length, tag)) in out.iter_mut().zip(locs) {
+                *o = ps_location {
+                    offset,
+                    length,
+                    compression: tag,
+                };
+            }
+        }
+        Ok(PS_OK)
+    })
+}
+
 /// Deletes `id`. Writes whether it existed to `*out_existed` unless NULL.
 #[no_mangle]
 pub extern "C" fn ps_store_delete(

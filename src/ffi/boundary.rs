@@ -129,6 +129,34 @@ pub(crate) fn bytes_mut<'a>(data: *mut u8, cap: usize) -> Result<&'a mut [u8], p
     Ok(unsafe { std::slice::from_raw_parts_mut(data, cap) })
 }
 
+/// The C array `(p, count)` of plain values; NULL with `count > 0` is an error.
+pub(crate) fn array<'a, T>(p: *const T, count: usize) -> Result<&'a [T], ps_status> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(PS_ERR_NULL_ARGUMENT);
+    }
+    if count
+        .checked_mul(size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+        || p.align_offset(align_of::<T>()) != 0
+    {
+        return Err(PS_ERR_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL, aligned, size in range; by contract `p` points to
+    // `count` initialized values that C does not modify during the call.
+    Ok(unsafe { std::slice::from_raw_parts(p, count) })
+}
+
+/// The writable C array `(p, count)`.
+pub(crate) fn array_mut<'a, T>(p: *mut T, count: usize) -> Result<&'a mut [T], ps_status> {
+    array(p.cast_const(), count)?;
+    // SAFETY: checked as in `array`; by contract writable and unaliased
+    // during the call.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, count) })
+}
+
 /// A path from a NUL-terminated C string (any bytes but NUL, as on Unix).
 pub(crate) fn path(p: *const c_char) -> Result<PathBuf, ps_status> {
     if p.is_null() {

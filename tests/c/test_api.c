@@ -225,6 +225,36 @@ static void test_store(const char *dir) {
     CHECK_ST(ps_store_get_at(s, locs[0], NULL), PS_ERR_NULL_ARGUMENT);
     CHECK_ST(ps_store_get_at(NULL, locs[0], &b), PS_ERR_NULL_ARGUMENT);
 
+    /* append_batch */
+    {
+        ps_edge_id bids[3] = {{7, 1}, {7, 2}, {7, 1}};
+        const uint8_t *bdatas[3] = {(const uint8_t *)"first", (const uint8_t *)"second", (const uint8_t *)"third"};
+        size_t blens[3] = {5, 6, 5};
+        ps_location blocs[3];
+        CHECK_ST(ps_store_append_batch(s, bids, bdatas, blens, 3, PS_COMPRESSION_AUTO, blocs), PS_OK);
+        CHECK_ST(ps_store_get(s, bids[0], &b), PS_OK); /* the later duplicate wins */
+        CHECK(b.len == 5 && memcmp(b.data, "third", 5) == 0);
+        ps_buf_free(&b);
+        CHECK_ST(ps_store_get_at(s, blocs[1], &b), PS_OK);
+        CHECK(b.len == 6 && memcmp(b.data, "second", 6) == 0);
+        ps_buf_free(&b);
+        CHECK_ST(ps_store_append_batch(s, bids, bdatas, blens, 0, PS_COMPRESSION_AUTO, NULL), PS_OK);
+        CHECK_ST(ps_store_append_batch(s, NULL, bdatas, blens, 3, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_append_batch(s, bids, NULL, blens, 3, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_append_batch(s, bids, bdatas, NULL, 3, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_append_batch(s, bids, bdatas, blens, 3, 9, NULL), PS_ERR_INVALID_COMPRESSION);
+        CHECK_ST(ps_store_append_batch(NULL, bids, bdatas, blens, 3, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+        const uint8_t *withnull[2] = {(const uint8_t *)"x", NULL};
+        size_t nlens[2] = {1, 4};
+        ps_edge_id nids[2] = {{8, 1}, {8, 2}};
+        CHECK_ST(ps_store_append_batch(s, nids, withnull, nlens, 2, PS_COMPRESSION_AUTO, NULL), PS_ERR_NULL_ARGUMENT);
+        CHECK(!ps_store_contains(s, nids[0])); /* nothing of a failed batch is stored */
+        bool ex = false;
+        CHECK_ST(ps_store_delete(s, bids[0], &ex), PS_OK);
+        CHECK_ST(ps_store_delete(s, bids[1], &ex), PS_OK);
+        CHECK(ex);
+    }
+
     /* delete */
     bool existed = false;
     ps_edge_id del = {1, 0};
