@@ -171,3 +171,62 @@ impl std::error::Error for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant renders a message naming what went wrong (and where).
+    #[test]
+    fn every_variant_has_a_message() {
+        let p = || PathBuf::from("/x/payload.data");
+        let all = [
+            Error::io("writing", p(), io::Error::from_raw_os_error(libc::EIO)),
+            Error::io("reserving", p(), io::Error::from_raw_os_error(libc::ENOSPC)),
+            Error::Locked { path: p() },
+            Error::NotAStore {
+                path: p(),
+                reason: "bad magic number",
+            },
+            Error::UnsupportedVersion {
+                found: 9,
+                supported: 1,
+            },
+            Error::Corrupt {
+                offset: 4096,
+                reason: "checksum mismatch",
+            },
+            Error::ChecksumMismatch { offset: 4096 },
+            Error::InvalidLocation {
+                offset: 7,
+                length: 3,
+                reason: "nope",
+            },
+            Error::PayloadTooLarge { len: 5, max: 4 },
+            Error::BufferTooSmall { needed: 12 },
+            Error::ReadOnly,
+            Error::Poisoned,
+            Error::InvalidCompression(7),
+            Error::InvalidArgument("x"),
+            Error::Unsupported("y"),
+        ];
+        assert!(
+            matches!(all[1], Error::NoSpace { .. }),
+            "ENOSPC maps to NoSpace"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for e in &all {
+            let m = e.to_string();
+            assert!(!m.is_empty() && seen.insert(m.clone()), "{m}");
+            assert_eq!(
+                std::error::Error::source(e).is_some(),
+                matches!(e, Error::Io { .. })
+            );
+        }
+        assert!(all[5].to_string().contains("4096"), "offsets are named");
+        assert!(
+            all[0].to_string().contains("/x/payload.data"),
+            "files are named"
+        );
+    }
+}
