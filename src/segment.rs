@@ -188,49 +188,49 @@ impl Segment {
         Ok((h, &whole[format::RECORD_HEADER_LEN..]))
     }
 
-    /// Appends `parts` as one record at `cur.end`, growing and mapping the
-    /// file as needed, then publishes the new end. Returns the record offset.
+    /// Appends `parts` as one record at `cur.end` through the mapping,
+    /// growing and mapping the file as needed, then publishes the new end.
+    /// Returns the record offset.
     pub fn append(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {
-        if !self.writable {
-            return Err(Error::ReadOnly);
-        }
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let off = cur.end;
-        let new_end = off + len;
-        if new_end > MAX_LOG_LEN {
-            return Err(Error::PayloadTooLarge {
-                len: new_end,
-                max: MAX_LOG_LEN,
-            });
-        }
-        if new_end > cur.capacity {
-            self.grow(cur, new_end)?;
-        }
-        let mut at = off;
-        for p in parts {
-            // SAFETY: `[at, at + p.len())` is inside the reserved file (capacity
-            // ≥ new_end), inside the chunk mapping of `off` (record ≤
-            // MAX_RECORD_LEN), and at or past `committed`, so no reader holds
-            // a reference to it; `&mut WriteCursor` makes us the only writer.
-            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.ptr(at), p.len()) };
-            at += p.len() as u64;
-        }
-        cur.end = new_end;
-        self.set_committed(new_end);
-        Ok(off)
+        self.append_with(cur, parts, |off| {
+            let mut at = off;
+            for p in parts {
+                // SAFETY: `[at, at + p.len())` is inside the reserved file
+                // (capacity ≥ new end), inside the chunk mapping of `off`
+                // (record ≤ MAX_RECORD_LEN), and at or past `committed`, so no
+                // reader holds a reference to it; `&mut WriteCursor` makes us
+                // the only writer.
+                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.ptr(at), p.len()) };
+                at += p.len() as u64;
+            }
+            Ok(())
+        })
     }
 
     /// Appends already-encoded records (`parts`, back to back) with
-    /// vectored positioned writes, not through the mapping, then publishes
-    /// the new end. Readers see the bytes through the mapping: both go
-    /// through the same page cache.
+    /// vectored positioned writes, not through the mapping. Readers see the
+    /// bytes through the mapping: both go through the same page cache.
     pub fn append_vectored(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {
+        self.append_with(cur, parts, |off| {
+            self.io
+                .write_vectored_at(&self.file, &self.path, parts, off)
+        })
+    }
+
+    /// Reserves room for `parts` at the end, lets `write(offset)` put them
+    /// there (past `committed`: no reader looks at those bytes yet), then
+    /// publishes the new end.
+    fn append_with(
+        &self,
+        cur: &mut WriteCursor,
+        parts: &[&[u8]],
+        write: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
         if !self.writable {
             return Err(Error::ReadOnly);
         }
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let off = cur.end;
-        let new_end = off + len;
+        let new_end = off + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if new_end > MAX_LOG_LEN {
             return Err(Error::PayloadTooLarge {
                 len: new_end,
@@ -240,9 +240,7 @@ impl Segment {
         if new_end > cur.capacity {
             self.grow(cur, new_end)?;
         }
-        // Past `committed`: no reader looks at these bytes until we publish.
-        self.io
-            .write_vectored_at(&self.file, &self.path, parts, off)?;
+        write(off)?;
         cur.end = new_end;
         self.set_committed(new_end);
         Ok(off)

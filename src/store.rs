@@ -390,31 +390,40 @@ impl PayloadStore {
                 max: MAX_PAYLOAD_LEN,
             });
         }
-        let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
-        let (off, len, tag) = SCRATCH.with(|scratch| -> Result<_> {
+        SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let (codec, stored): (CompressionType, &[u8]) = if codec != CompressionType::None
-                && codec::compress(codec, self.opts.compression.zstd_level, data, &mut scratch)?
-            {
-                (codec, &scratch)
-            } else {
-                (CompressionType::None, data)
-            };
-            let header = RecordHeader {
-                crc: 0,
-                kind: RecordKind::Put,
-                compression: codec,
-                id: edge_id,
-                stored_len: stored.len() as u32,
-                raw_len: data.len() as u32,
-            };
+            let (header, shrunk) = self.encode_put(edge_id, data, compression, &mut scratch)?;
+            let stored: &[u8] = if shrunk { &scratch } else { data };
             let off = self.write_record(&header, stored)?;
             if scratch.capacity() > 1 << 20 {
                 *scratch = Vec::new();
             }
-            Ok((off, header.stored_len, codec as u8))
-        })?;
-        Ok((off, len, tag))
+            Ok((off, header.stored_len, header.compression as u8))
+        })
+    }
+
+    /// The header of a payload record: picks the codec (`None` = by size),
+    /// compresses into `out` and reports whether `out` holds the stored
+    /// bytes (false: store `data` raw, compression did not shrink it).
+    fn encode_put(
+        &self,
+        id: u128,
+        data: &[u8],
+        compression: Option<CompressionType>,
+        out: &mut Vec<u8>,
+    ) -> Result<(RecordHeader, bool)> {
+        let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
+        let shrunk = codec != CompressionType::None
+            && codec::compress(codec, self.opts.compression.zstd_level, data, out)?;
+        let header = RecordHeader {
+            crc: 0,
+            kind: RecordKind::Put,
+            compression: if shrunk { codec } else { CompressionType::None },
+            id,
+            stored_len: if shrunk { out.len() } else { data.len() } as u32,
+            raw_len: data.len() as u32,
+        };
+        Ok((header, shrunk))
     }
 
     /// Appends one encoded record under the writer lock, applies it to the
@@ -470,23 +479,9 @@ impl PayloadStore {
         let mut headers = Vec::with_capacity(items.len());
         let mut compressed: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
         for &(id, data) in items {
-            let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
             let mut out = Vec::new();
-            let shrunk = codec != CompressionType::None
-                && codec::compress(codec, self.opts.compression.zstd_level, data, &mut out)?;
-            let (codec, stored): (CompressionType, &[u8]) = if shrunk {
-                (codec, &out)
-            } else {
-                (CompressionType::None, data)
-            };
-            let header = RecordHeader {
-                crc: 0,
-                kind: RecordKind::Put,
-                compression: codec,
-                id,
-                stored_len: stored.len() as u32,
-                raw_len: data.len() as u32,
-            };
+            let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
+            let stored: &[u8] = if shrunk { &out } else { data };
             let mut hb = header.encode();
             format::seal(self.salt, &mut hb, stored);
             headers.push((header, hb));
