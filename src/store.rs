@@ -37,6 +37,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+/// A batch holding at least this many bytes to compress is compressed on
+/// all cores.
+const PARALLEL_COMPRESS_BYTES: usize = 1 << 20;
+
+/// An encoded record: header, sealed header bytes, compressed bytes (if any).
+type Encoded = (RecordHeader, [u8; RECORD_HEADER_LEN], Option<Vec<u8>>);
+
 /// Durable progress after which a sync also refreshes the header watermark.
 const WATERMARK_STEP: u64 = 16 << 20;
 
@@ -475,18 +482,55 @@ impl PayloadStore {
             });
         }
         // Encode (compress, checksum) every record before taking the lock;
-        // raw payloads are written straight from the caller's memory.
-        let mut headers = Vec::with_capacity(items.len());
-        let mut compressed: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
-        for &(id, data) in items {
-            let mut out = Vec::new();
-            let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
-            let stored: &[u8] = if shrunk { &out } else { data };
-            let mut hb = header.encode();
-            format::seal(self.salt, &mut hb, stored);
-            headers.push((header, hb));
-            compressed.push(shrunk.then_some(out));
-        }
+        // raw payloads are written straight from the caller's memory. When
+        // the batch holds enough bytes to compress, the work is split over
+        // the cores (a single appending thread would otherwise be bound by
+        // one core's ZSTD/LZ4 speed).
+        let encode = |chunk: &[(u128, &[u8])]| -> Result<Vec<Encoded>> {
+            chunk
+                .iter()
+                .map(|&(id, data)| {
+                    let mut out = Vec::new();
+                    let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
+                    let mut hb = header.encode();
+                    format::seal(self.salt, &mut hb, if shrunk { &out } else { data });
+                    Ok((header, hb, shrunk.then_some(out)))
+                })
+                .collect()
+        };
+        let to_compress: usize = items
+            .iter()
+            .filter(|(_, d)| {
+                compression.unwrap_or_else(|| self.opts.compression.choose(d.len()))
+                    != CompressionType::None
+            })
+            .map(|(_, d)| d.len())
+            .sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(items.len().max(1));
+        let encoded: Vec<Encoded> = if threads > 1 && to_compress >= PARALLEL_COMPRESS_BYTES {
+            let per = items.len().div_ceil(threads);
+            let parts: Vec<Result<Vec<Encoded>>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = items
+                    .chunks(per)
+                    .map(|c| sc.spawn(move || encode(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            let mut all = Vec::with_capacity(items.len());
+            for p in parts {
+                all.extend(p?);
+            }
+            all
+        } else {
+            encode(items)?
+        };
+        let (headers, compressed): (Vec<_>, Vec<_>) =
+            encoded.into_iter().map(|(h, hb, c)| ((h, hb), c)).unzip();
         if headers.is_empty() {
             return Ok(Vec::new());
         }
