@@ -259,7 +259,6 @@ pub fn record_checksum_ok(salt: u64, record: &[u8]) -> bool {
     le_u32(record, 0) == h.finalize()
 }
 
-
 /// The static part of the log header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogHeader {
