@@ -298,13 +298,18 @@ impl PayloadStore {
 
         let durable;
         if writable {
-            if file_len > scan.end {
-                seg.set_len(scan.end)?;
-                w.cur.capacity = scan.end;
+            // After a clean close the log ends at its last record and the
+            // watermark covers it: nothing to cut or to make durable.
+            let clean = file_len == scan.end && watermark == Some(scan.end);
+            if !clean {
+                if file_len > scan.end {
+                    seg.set_len(scan.end)?;
+                    w.cur.capacity = scan.end;
+                }
+                // Everything recovered is made durable once, so the watermark can cover it.
+                seg.write_watermark(scan.end)?;
+                seg.sync()?;
             }
-            // Everything recovered is made durable once, so the watermark can cover it.
-            seg.write_watermark(scan.end)?;
-            seg.sync()?;
             durable = scan.end;
         } else {
             durable = watermark.unwrap_or(LOG_HEADER_LEN).min(scan.end);
