@@ -49,15 +49,6 @@ pub struct Mode {
     pub writable: bool,
 }
 
-/// Checks the record at `off` (the segment's committed end is the file length while scanning).
-pub fn record_at(
-    seg: &Segment,
-    salt: u64,
-    off: u64,
-) -> std::result::Result<RecordHeader, &'static str> {
-    seg.record(salt, off).map(|(h, _)| h)
-}
-
 /// Scans `[start, file_len)`; `apply` receives every intact record in order.
 /// The segment's committed end must be `file_len` while scanning.
 pub fn scan(
@@ -74,7 +65,7 @@ pub fn scan(
     };
     let mut pos = start;
     while pos < file_len {
-        match record_at(seg, salt, pos) {
+        match seg.record(salt, pos).map(|(h, _)| h) {
             Ok(h) => {
                 apply(pos, &h);
                 s.last_record = pos;
@@ -132,7 +123,7 @@ fn all_zero(seg: &Segment, from: u64, to: u64) -> bool {
 /// First offset in `[from, file_len)` holding an intact record.
 fn next_intact(seg: &Segment, salt: u64, from: u64, file_len: u64) -> Option<u64> {
     (from..file_len.saturating_sub(RECORD_HEADER_LEN as u64 - 1))
-        .find(|&p| record_at(seg, salt, p).is_ok())
+        .find(|&p| seg.record(salt, p).is_ok())
 }
 
 /// Covers `[off, off + len)` (`len` ≥ header size) with padding records.

@@ -1077,8 +1077,8 @@ fn usable_checkpoint(
             Err("checkpoint has no last record")
         };
     }
-    match recovery::record_at(seg, salt, h.last_record) {
-        Ok(r) if h.last_record + r.record_len() == h.covered_end => Ok(()),
+    match seg.record(salt, h.last_record) {
+        Ok((r, _)) if h.last_record + r.record_len() == h.covered_end => Ok(()),
         Ok(_) => Err("checkpoint end is not a record boundary"),
         Err(_) => Err("checkpoint's last record is damaged or missing"),
     }
