@@ -354,10 +354,12 @@ pub struct Counters {
     pub stored_by_codec: [u64; 3],
 }
 
-const COUNTER_WORDS: usize = 12;
+/// Number of u64 words `Counters` encodes to.
+pub const COUNTER_WORDS: usize = 12;
 
 impl Counters {
-    fn words(&self) -> [u64; COUNTER_WORDS] {
+    /// The counters as words, in their on-disk order.
+    pub fn words(&self) -> [u64; COUNTER_WORDS] {
         let c = self;
         [
             c.live,
@@ -374,7 +376,8 @@ impl Counters {
             c.stored_by_codec[2],
         ]
     }
-    fn from_words(w: [u64; COUNTER_WORDS]) -> Counters {
+    /// Inverse of `words`.
+    pub fn from_words(w: [u64; COUNTER_WORDS]) -> Counters {
         Counters {
             live: w[0],
             live_bytes: w[1],

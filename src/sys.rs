@@ -164,3 +164,16 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// The kernel's id of the current boot (36 ASCII bytes), or zeros when it is
+/// unknown. Two processes see the same id iff no reboot happened between
+/// them: it tells a process crash (page cache intact) from a machine crash.
+pub fn boot_id() -> [u8; 36] {
+    let mut id = [0u8; 36];
+    if let Ok(s) = std::fs::read("/proc/sys/kernel/random/boot_id") {
+        if s.len() >= 36 {
+            id.copy_from_slice(&s[..36]);
+        }
+    }
+    id
+}

@@ -4,6 +4,7 @@
 //! compression tag are read from the record header itself, which is checked
 //! on every read anyway. `memory` is the in-RAM backend.
 
+pub mod disk;
 pub mod memory;
 
 /// Which index implementation a store uses.

@@ -1,0 +1,999 @@
+//! The on-disk index ("DiskHash" backend): linear hashing over 4 KiB bucket
+//! pages of a memory-mapped file, `index.dh`.
+//!
+//! # File layout
+//!
+//! ```text
+//! page 0: header                         page 1 + b: bucket b (b = 0, 1, 2, …)
+//! ┌──────┬─────────────────────────────┐  ┌──────────────────────────────────┐
+//! │    0 │ magic "PSDHASH1"            │  │ 256 slots × 16 bytes:            │
+//! │    8 │ u32 version (1)             │  │   u64 hash of the id (0 = empty) │
+//! │   12 │ u32 page size (4096)        │  │   u64 offset of its newest       │
+//! │   16 │ u64 salt of the log it maps │  │       record in the log          │
+//! │   24 │ u64 hash seed (random)      │  └──────────────────────────────────┘
+//! │   32 │ u32 state: 1 clean, 2 dirty │
+//! │   36 │ 36 B boot id when dirtied   │
+//! │   72 │ u32 crc32 of [0, 72)        │
+//! │   80 │ u64 geometry: level << 56 | split pointer
+//! │  128 │ state copy A (256 B) ┐ seq, done, applied_end, last_record,
+//! │  384 │ state copy B (256 B) ┘ entries, intent bucket, cleanup bucket,
+//! │      │                        12 counters (see `format::Counters`)
+//! └──────┴─────────────────────────────┘
+//! ```
+//!
+//! All integers little-endian (the library only builds for little-endian
+//! targets where the words are accessed in place as atomics).
+//!
+//! # Addressing
+//!
+//! `hash = fmix64(id, seed)` (never 0). With geometry `(level L, split s)`
+//! there are `2^L + s` buckets; an id lives in bucket `hash mod 2^L`, or
+//! `hash mod 2^(L+1)` when that is below `s` (already split). Inside its
+//! bucket it is found by linear probing from slot `hash >> 56`, wrapping,
+//! until an empty slot. A lookup reads exactly one bucket page: one random
+//! page read when the page is not cached (the maps use `MADV_RANDOM`, so the
+//! kernel reads no neighbours).
+//!
+//! # Growth without a stop-the-world rehash
+//!
+//! When the table holds more than 65 % of its slots, a *round* starts: every
+//! insert then splits one bucket (bucket `s` into `s` and `2^L + s`, the
+//! entries whose hash bit `L` is set move), until all `2^L` buckets of the
+//! round are split. A round therefore takes `2^L` inserts while the table
+//! holds ~166·2^L entries: load stays even across buckets (no old bucket
+//! waits a whole doubling to split), each insert does at most one split
+//! (three page touches), and the file grows one page per split. A bucket
+//! that fills up anyway (probability ~10^-12 per bucket per round with a
+//! random seed) makes the insert split ahead until it has room.
+//!
+//! # Concurrency
+//!
+//! One writer (it holds `&mut DiskWriter`, which lives in the store's writer
+//! lock); readers never lock. Every bucket change happens inside a seqlock
+//! from a fixed array of stripes (bucket `b` uses stripe `b % STRIPES`):
+//! readers retry when the stripe's sequence moved, and also when the
+//! geometry moved, so they never see a half-moved entry or miss one.
+//!
+//! # Crash protocol
+//!
+//! The index is updated in place through a shared mapping; the log is the
+//! write-ahead log. Two things make that safe:
+//!
+//! - *Process crash* (`kill -9`, panic, abort): the page cache survives with
+//!   the file exactly as the process left it, possibly in the middle of one
+//!   operation. Each record is applied as: write the *next* state (counters,
+//!   `applied_end`, …) into the inactive state copy and store its `seq`
+//!   last (the intent); change the bucket(s), storing `intent bucket` /
+//!   `cleanup bucket` before touching them; store `done = seq` (the commit).
+//!   Every bucket change is ordered so that an interruption leaves at worst
+//!   an exact duplicate or a misplaced entry, never a lost or unreachable
+//!   one. On open an uncommitted intent is finished: its buckets are
+//!   repaired (duplicates and misplaced entries removed), the record at the
+//!   committed `applied_end` is applied again (idempotent), and the intent is
+//!   committed. Then only the log after `applied_end` is replayed.
+//! - *Power loss*: pages reach the disk in any order and may tear. Before the
+//!   first change after a checkpoint the header is set `dirty` with the boot
+//!   id and synced; a checkpoint syncs the log, syncs every page and sets the
+//!   header `clean`. An index found dirty with another boot id (the machine
+//!   went down with unsaved changes) is not trusted: it is rebuilt from the
+//!   log. A clean index is exactly the checkpoint, and only the log tail is
+//!   replayed.
+
+use crate::error::{Error, Result};
+use crate::format::{Counters, COUNTER_WORDS, LOG_HEADER_LEN};
+use crate::sys;
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Name of the index file inside the store directory.
+pub const FILE: &str = "index.dh";
+const TMP_FILE: &str = "index.dh.tmp";
+const MAGIC: [u8; 8] = *b"PSDHASH1";
+const VERSION: u32 = 1;
+/// Bytes per page (header and buckets).
+pub const PAGE: u64 = 4096;
+/// Slots per bucket.
+pub const SLOTS: usize = 256;
+const WORDS: usize = SLOTS * 2;
+const MASK: usize = SLOTS - 1;
+/// log2 of the bytes one map covers (1 GiB); maps never move.
+const CHUNK_SHIFT: u32 = 30;
+/// Number of maps: the index file can grow to 16 TiB (~4·10^12 slots).
+const MAX_CHUNKS: usize = 1 << 14;
+/// Seqlock stripes: fixed RAM whatever the number of buckets.
+const STRIPES: usize = 1024;
+const MAX_LEVEL: u64 = 40;
+/// A round of splits starts above this load: 13/20 = 65 %.
+const LOAD_NUM: u64 = 13;
+const LOAD_DEN: u64 = 20;
+/// The file grows by at least this much at a time (blocks reserved).
+const GROW_MIN: u64 = 16 << 20;
+
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 8;
+const H_PAGE: usize = 12;
+const H_SALT: usize = 16;
+const H_SEED: usize = 24;
+const H_STATE: usize = 32;
+const H_BOOT: usize = 36;
+const H_CRC: usize = 72;
+const H_GEO: u64 = 80;
+const H_COPY: [u64; 2] = [128, 384];
+const C_SEQ: u64 = 0;
+const C_DONE: u64 = 8;
+const C_END: u64 = 16;
+const C_LAST: u64 = 24;
+const C_ENTRIES: u64 = 32;
+const C_INTENT: u64 = 40;
+const C_CLEANUP: u64 = 48;
+const C_COUNTERS: u64 = 56;
+
+const STATE_CLEAN: u32 = 1;
+const STATE_DIRTY: u32 = 2;
+
+/// What a committed state copy records: how far into the log the index is
+/// applied and the store's counters at that point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskState {
+    /// End of the last record applied (a record boundary of the log).
+    pub applied_end: u64,
+    /// Offset of that record (0 if none).
+    pub last_record: u64,
+    /// Entries in the table.
+    pub entries: u64,
+    /// The store's counters after that record.
+    pub counters: Counters,
+}
+
+/// An operation that was interrupted by a crash: finish it with
+/// [`DiskIndex::finish`].
+#[derive(Clone, Copy, Debug)]
+pub struct Intent {
+    /// The state the operation was going to commit.
+    pub next: DiskState,
+    buckets: [u64; 2],
+}
+
+/// A change to one id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// id → offset (insert or replace).
+    Set(u64),
+    /// id removed.
+    Remove,
+    /// No index change (padding): only the state advances.
+    None,
+}
+
+/// The shared part of the index: maps and stripes. Readers use it through
+/// `&self`.
+pub struct DiskIndex {
+    path: PathBuf,
+    file: File,
+    writable: bool,
+    chunks: Box<[OnceLock<MmapRaw>]>,
+    map_lock: Mutex<()>,
+    stripes: Box<[AtomicU64]>,
+    seed: u64,
+}
+
+/// Writer-only state; lives in the store's writer lock.
+pub struct DiskWriter {
+    active: usize,
+    seq: u64,
+    state: DiskState,
+    /// Pages the file holds (blocks reserved).
+    capacity: u64,
+    dirty: bool,
+}
+
+/// Why an index file cannot be used as it is (it is then rebuilt).
+pub type Unusable = String;
+
+/// A usable index as found at open.
+pub struct Opened {
+    /// The index.
+    pub index: DiskIndex,
+    /// Its writer state.
+    pub writer: DiskWriter,
+    /// The committed state.
+    pub state: DiskState,
+    /// An operation a crash interrupted, if any.
+    pub intent: Option<Intent>,
+    /// Whether the header says the file may differ from its last checkpoint.
+    pub dirty: bool,
+}
+
+#[inline]
+fn hash_of(seed: u64, id: u128) -> u64 {
+    #[inline]
+    fn fmix(mut k: u64) -> u64 {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+    let h = fmix(id as u64 ^ fmix((id >> 64) as u64 ^ seed));
+    h.max(1)
+}
+
+#[inline]
+fn geo_parts(geo: u64) -> (u64, u64) {
+    (geo >> 56, geo & ((1 << 56) - 1))
+}
+
+#[inline]
+fn bucket_of(hash: u64, geo: u64) -> u64 {
+    let (level, split) = geo_parts(geo);
+    let b = hash & ((1 << level) - 1);
+    if b < split {
+        hash & ((2 << level) - 1)
+    } else {
+        b
+    }
+}
+
+#[inline]
+fn buckets(geo: u64) -> u64 {
+    let (level, split) = geo_parts(geo);
+    (1 << level) + split
+}
+
+#[inline]
+fn home(hash: u64) -> usize {
+    (hash >> 56) as usize
+}
+
+fn header_crc(h: &[u8]) -> u32 {
+    crc32fast::hash(&h[..H_CRC])
+}
+
+impl DiskIndex {
+    /// Creates a new, empty index file for the log with `log_salt` (replacing
+    /// any old one) and opens it.
+    pub fn create(dir: &Path, log_salt: u64) -> Result<Opened> {
+        let tmp = dir.join(TMP_FILE);
+        let mut init = vec![0u8; 2 * PAGE as usize];
+        init[H_MAGIC..H_MAGIC + 8].copy_from_slice(&MAGIC);
+        init[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        init[H_PAGE..H_PAGE + 4].copy_from_slice(&(PAGE as u32).to_le_bytes());
+        init[H_SALT..H_SALT + 8].copy_from_slice(&log_salt.to_le_bytes());
+        init[H_SEED..H_SEED + 8].copy_from_slice(&sys::random_u64().to_le_bytes());
+        init[H_STATE..H_STATE + 4].copy_from_slice(&STATE_CLEAN.to_le_bytes());
+        let crc = header_crc(&init);
+        init[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let c = H_COPY[0] as usize;
+        init[c..c + 8].copy_from_slice(&1u64.to_le_bytes()); // seq
+        init[c + 8..c + 16].copy_from_slice(&1u64.to_le_bytes()); // done
+        init[c + 16..c + 24].copy_from_slice(&LOG_HEADER_LEN.to_le_bytes());
+        let write = || -> std::io::Result<()> {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all_at(&init, 0)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(FILE))
+        };
+        write().map_err(|e| Error::io("creating the DiskHash index", &tmp, e))?;
+        sys::sync_dir(dir)?;
+        Self::open(dir, log_salt, true)?.map_err(|_| Error::Corrupt {
+            offset: 0,
+            reason: "a newly created DiskHash index does not read back",
+        })
+    }
+
+    /// Opens the index file of the log with `log_salt`. `Ok(Err(why))` when
+    /// it is missing or cannot be trusted: the caller rebuilds it.
+    pub fn open(
+        dir: &Path,
+        log_salt: u64,
+        writable: bool,
+    ) -> Result<std::result::Result<Opened, Unusable>> {
+        let path = dir.join(FILE);
+        let file = match OpenOptions::new().read(true).write(writable).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Err("no DiskHash index file".into()))
+            }
+            Err(e) => return Err(Error::io("opening the DiskHash index", &path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("reading index metadata", &path, e))?
+            .len();
+        if len < 2 * PAGE || len % PAGE != 0 {
+            return Ok(Err("index file has a bad length".into()));
+        }
+        let mut h = vec![0u8; PAGE as usize];
+        file.read_exact_at(&mut h, 0)
+            .map_err(|e| Error::io("reading the index header", &path, e))?;
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap());
+        if h[H_MAGIC..H_MAGIC + 8] != MAGIC {
+            return Ok(Err("index file has no DiskHash magic".into()));
+        }
+        if u32_at(H_CRC) != header_crc(&h) {
+            return Ok(Err("index header checksum mismatch".into()));
+        }
+        if u32_at(H_VERSION) != VERSION || u64::from(u32_at(H_PAGE)) != PAGE {
+            return Ok(Err("index file has another version or page size".into()));
+        }
+        if u64_at(H_SALT) != log_salt {
+            return Ok(Err("index file belongs to another log".into()));
+        }
+        let dirty = match u32_at(H_STATE) {
+            STATE_CLEAN => false,
+            STATE_DIRTY => {
+                let boot = sys::boot_id();
+                if boot.iter().all(|&b| b == 0) || h[H_BOOT..H_BOOT + 36] != boot[..] {
+                    return Ok(Err(
+                        "the machine restarted while the index had unsaved changes".into(),
+                    ));
+                }
+                true
+            }
+            _ => return Ok(Err("index header has an unknown state".into())),
+        };
+        let index = DiskIndex {
+            path,
+            file,
+            writable,
+            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
+            map_lock: Mutex::new(()),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            seed: u64_at(H_SEED),
+        };
+        index.map_upto(len)?;
+        let geo = index.word(H_GEO).load(Ordering::Acquire);
+        let (level, split) = geo_parts(geo);
+        if level > MAX_LEVEL || split >= 1 << level || 1 + buckets(geo) > len / PAGE {
+            return Ok(Err("index geometry does not fit the file".into()));
+        }
+        let copies = [index.read_copy(0), index.read_copy(1)];
+        let committed = |c: &(u64, u64, DiskState, [u64; 2])| c.0 != 0 && c.0 == c.1;
+        let active = match (committed(&copies[0]), committed(&copies[1])) {
+            (true, true) => usize::from(copies[1].0 > copies[0].0),
+            (true, false) => 0,
+            (false, true) => 1,
+            (false, false) => return Ok(Err("index has no committed state".into())),
+        };
+        let (seq, _, state, _) = copies[active];
+        let other = copies[1 - active];
+        let intent = (other.0 == seq + 1 && other.1 != other.0).then_some(Intent {
+            next: other.2,
+            buckets: other.3,
+        });
+        if intent.is_some() && !dirty {
+            return Ok(Err("index has an unfinished change but is marked clean".into()));
+        }
+        Ok(Ok(Opened {
+            writer: DiskWriter {
+                active,
+                seq,
+                state,
+                capacity: len / PAGE,
+                dirty,
+            },
+            index,
+            state,
+            intent,
+            dirty,
+        }))
+    }
+
+    fn map_upto(&self, len: u64) -> Result<()> {
+        let last = (len.saturating_sub(1) >> CHUNK_SHIFT) as usize;
+        if last >= MAX_CHUNKS {
+            return Err(Error::InvalidArgument("DiskHash index larger than 16 TiB"));
+        }
+        for i in 0..=last {
+            if self.chunks[i].get().is_some() {
+                continue;
+            }
+            let _g = self.map_lock.lock();
+            if self.chunks[i].get().is_some() {
+                continue;
+            }
+            let mut opts = MmapOptions::new();
+            opts.offset((i as u64) << CHUNK_SHIFT).len(1 << CHUNK_SHIFT);
+            // SAFETY: the map is only dereferenced below the file's length
+            // (pages are reserved before they are used), the file is locked
+            // against other writers through the store's directory lock, and
+            // the map is never unmapped while `self` lives.
+            let map = if self.writable {
+                opts.map_raw(&self.file)
+            } else {
+                opts.map_raw_read_only(&self.file)
+            }
+            .map_err(|e| Error::io("mapping the DiskHash index", &self.path, e))?;
+            // Lookups touch one page each: do not read neighbours ahead.
+            let _ = map.advise(Advice::Random);
+            let _ = self.chunks[i].set(map);
+        }
+        Ok(())
+    }
+
+    /// The 8-byte word at file offset `at`.
+    #[inline]
+    fn word(&self, at: u64) -> &AtomicU64 {
+        debug_assert!(at % 8 == 0);
+        let map = self.chunks[(at >> CHUNK_SHIFT) as usize]
+            .get()
+            .expect("index page mapped before use");
+        let ptr = map.as_mut_ptr().wrapping_add((at & ((1 << CHUNK_SHIFT) - 1)) as usize);
+        // SAFETY: `at` lies in a page below the file's length (header, or a
+        // bucket below the published geometry / the writer's reserved
+        // capacity), inside this chunk's map, which lives as long as `self`.
+        // The map is page-aligned and `at` a multiple of 8, so the pointer is
+        // aligned for AtomicU64; all accesses to index words go through
+        // atomics (the writer of a read-only map never stores).
+        unsafe { &*(ptr as *const AtomicU64) }
+    }
+
+    /// The 512 words (256 × hash, offset) of bucket `b`.
+    #[inline]
+    fn bucket(&self, b: u64) -> &[AtomicU64; WORDS] {
+        let at = (1 + b) * PAGE;
+        let first = self.word(at);
+        // SAFETY: a bucket is one page, page-aligned, so it never straddles
+        // two chunk maps; `word` established that its first word is valid
+        // and the remaining 4088 bytes are in the same page.
+        unsafe { &*(first as *const AtomicU64 as *const [AtomicU64; WORDS]) }
+    }
+
+    fn read_copy(&self, i: usize) -> (u64, u64, DiskState, [u64; 2]) {
+        let base = H_COPY[i];
+        let r = |o: u64| self.word(base + o).load(Ordering::Acquire);
+        let mut words = [0u64; COUNTER_WORDS];
+        for (k, w) in words.iter_mut().enumerate() {
+            *w = r(C_COUNTERS + 8 * k as u64);
+        }
+        (
+            r(C_SEQ),
+            r(C_DONE),
+            DiskState {
+                applied_end: r(C_END),
+                last_record: r(C_LAST),
+                entries: r(C_ENTRIES),
+                counters: Counters::from_words(words),
+            },
+            [r(C_INTENT), r(C_CLEANUP)],
+        )
+    }
+
+    #[inline]
+    fn hash(&self, id: u128) -> u64 {
+        hash_of(self.seed, id)
+    }
+
+    #[inline]
+    fn geo(&self) -> &AtomicU64 {
+        self.word(H_GEO)
+    }
+
+    /// Looks up the record offset of `id`; `confirm(offset)` checks that the
+    /// record there has this id. Lock-free; touches one bucket page.
+    #[inline]
+    pub fn get(&self, id: u128, mut confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+        let h = self.hash(id);
+        loop {
+            let geo = self.geo().load(Ordering::Acquire);
+            let b = bucket_of(h, geo);
+            let stripe = &self.stripes[b as usize % STRIPES];
+            let seq = stripe.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let slots = self.bucket(b);
+            let mut i = home(h);
+            let mut found = None;
+            for _ in 0..SLOTS {
+                let v = slots[2 * i].load(Ordering::Relaxed);
+                if v == 0 {
+                    break;
+                }
+                if v == h {
+                    let off = slots[2 * i + 1].load(Ordering::Relaxed);
+                    if confirm(off) {
+                        found = Some(off);
+                        break;
+                    }
+                }
+                i = (i + 1) & MASK;
+            }
+            fence(Ordering::Acquire);
+            if stripe.load(Ordering::Relaxed) == seq && self.geo().load(Ordering::Relaxed) == geo
+            {
+                return found;
+            }
+        }
+    }
+
+    /// Calls `f(offset)` for every entry (each bucket read consistently).
+    pub fn for_each_offset(&self, mut f: impl FnMut(u64)) {
+        let mut b = 0;
+        let mut offs = Vec::with_capacity(SLOTS);
+        loop {
+            let geo = self.geo().load(Ordering::Acquire);
+            if b >= buckets(geo) {
+                return;
+            }
+            let stripe = &self.stripes[b as usize % STRIPES];
+            let seq = stripe.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            offs.clear();
+            let slots = self.bucket(b);
+            for i in 0..SLOTS {
+                let h = slots[2 * i].load(Ordering::Relaxed);
+                if h != 0 && bucket_of(h, geo) == b {
+                    offs.push(slots[2 * i + 1].load(Ordering::Relaxed));
+                }
+            }
+            fence(Ordering::Acquire);
+            if stripe.load(Ordering::Relaxed) != seq || self.geo().load(Ordering::Relaxed) != geo {
+                continue;
+            }
+            for &o in &offs {
+                f(o);
+            }
+            b += 1;
+        }
+    }
+
+    /// Anonymous RAM the index holds, independent of the number of ids.
+    pub fn memory_bytes(&self) -> u64 {
+        (STRIPES * 8 + MAX_CHUNKS * std::mem::size_of::<OnceLock<MmapRaw>>()) as u64
+    }
+
+    /// Bytes of the index file in use (header + buckets).
+    pub fn file_bytes(&self) -> u64 {
+        (1 + buckets(self.geo().load(Ordering::Relaxed))) * PAGE
+    }
+
+    // ---------------------------------------------------------------- writer
+
+    fn lock_stripe(&self, b: u64) -> u64 {
+        let s = &self.stripes[b as usize % STRIPES];
+        let v = s.load(Ordering::Relaxed);
+        s.store(v + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        v
+    }
+
+    fn unlock_stripe(&self, b: u64, v: u64) {
+        self.stripes[b as usize % STRIPES].store(v + 2, Ordering::Release);
+    }
+
+    /// Slot of `hash` in bucket `b` whose record `confirm` accepts.
+    fn find(&self, b: u64, h: u64, confirm: &mut impl FnMut(u64) -> bool) -> Option<usize> {
+        let slots = self.bucket(b);
+        let mut i = home(h);
+        for _ in 0..SLOTS {
+            let v = slots[2 * i].load(Ordering::Relaxed);
+            if v == 0 {
+                return None;
+            }
+            if v == h && confirm(slots[2 * i + 1].load(Ordering::Relaxed)) {
+                return Some(i);
+            }
+            i = (i + 1) & MASK;
+        }
+        None
+    }
+
+    /// Puts (hash, off) into the first empty slot of its probe sequence.
+    /// False if the bucket is full. The offset is stored before the hash
+    /// (Release): an interrupted insert leaves an empty slot.
+    fn insert(&self, b: u64, h: u64, off: u64) -> bool {
+        let slots = self.bucket(b);
+        let mut i = home(h);
+        for _ in 0..SLOTS {
+            if slots[2 * i].load(Ordering::Relaxed) == 0 {
+                slots[2 * i + 1].store(off, Ordering::Relaxed);
+                slots[2 * i].store(h, Ordering::Release);
+                return true;
+            }
+            i = (i + 1) & MASK;
+        }
+        false
+    }
+
+    /// Removes slot `i` of bucket `b` by backward shift: later entries of the
+    /// cluster move up so that no probe sequence is broken. Each move writes
+    /// the copy before clearing the source, so an interruption leaves an
+    /// exact duplicate, never a lost entry.
+    fn remove_at(&self, b: u64, mut i: usize) {
+        let slots = self.bucket(b);
+        let mut j = i;
+        for _ in 0..SLOTS - 1 {
+            j = (j + 1) & MASK;
+            let h = slots[2 * j].load(Ordering::Relaxed);
+            if h == 0 {
+                break;
+            }
+            let k = home(h);
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if stays {
+                continue;
+            }
+            slots[2 * i + 1].store(slots[2 * j + 1].load(Ordering::Relaxed), Ordering::Relaxed);
+            slots[2 * i].store(h, Ordering::Release);
+            i = j;
+        }
+        slots[2 * i].store(0, Ordering::Release);
+    }
+
+    /// Removes from bucket `b` every entry `drop(hash, off, slot)` selects,
+    /// by backward shifts, until a full pass finds none (a shift can carry an
+    /// entry around the wrap into a slot already passed).
+    fn purge(&self, b: u64, mut drop: impl FnMut(&[AtomicU64; WORDS], usize) -> bool) {
+        let slots = self.bucket(b);
+        loop {
+            let mut removed = false;
+            let mut i = 0;
+            while i < SLOTS {
+                if slots[2 * i].load(Ordering::Relaxed) != 0 && drop(slots, i) {
+                    self.remove_at(b, i);
+                    removed = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if !removed {
+                return;
+            }
+        }
+    }
+
+    /// Makes sure the file holds at least `pages` pages, reserving blocks
+    /// ahead so that stores through the map cannot fail on a full disk.
+    fn ensure_pages(&self, w: &mut DiskWriter, pages: u64) -> Result<()> {
+        if pages <= w.capacity {
+            return Ok(());
+        }
+        let old = w.capacity * PAGE;
+        let new = (pages * PAGE).max(old + (old / 8).max(GROW_MIN));
+        sys::reserve(&self.file, &self.path, old, new)?;
+        self.map_upto(new)?;
+        w.capacity = new / PAGE;
+        Ok(())
+    }
+
+    /// Splits the next bucket of the round (see the module docs).
+    fn split_one(&self, w: &mut DiskWriter) -> Result<()> {
+        let geo = self.geo().load(Ordering::Relaxed);
+        let (level, split) = geo_parts(geo);
+        if level >= MAX_LEVEL {
+            return Err(Error::InvalidArgument("DiskHash index cannot grow further"));
+        }
+        let (p, n) = (split, (1 << level) + split);
+        self.ensure_pages(w, n + 2)?;
+        let sp = self.lock_stripe(p);
+        let same = p as usize % STRIPES == n as usize % STRIPES;
+        let sn = if same { 0 } else { self.lock_stripe(n) };
+        // 1. The new bucket (beyond the published geometry: invisible).
+        let (src, dst) = (self.bucket(p), self.bucket(n));
+        for word in dst.iter() {
+            word.store(0, Ordering::Relaxed);
+        }
+        for i in 0..SLOTS {
+            let h = src[2 * i].load(Ordering::Relaxed);
+            if h != 0 && (h >> level) & 1 == 1 {
+                let ok = self.insert(n, h, src[2 * i + 1].load(Ordering::Relaxed));
+                debug_assert!(ok);
+            }
+        }
+        // 2. Publish: lookups of the movers now go to `n`.
+        let next = if split + 1 == 1 << level {
+            (level + 1) << 56
+        } else {
+            (level << 56) | (split + 1)
+        };
+        self.geo().store(next, Ordering::Release);
+        // 3. Drop the movers from `p` (recorded first, for crash repair).
+        self.word(H_COPY[1 - w.active] + C_CLEANUP)
+            .store(p + 1, Ordering::Release);
+        self.purge(p, |s, i| (s[2 * i].load(Ordering::Relaxed) >> level) & 1 == 1);
+        if !same {
+            self.unlock_stripe(n, sn);
+        }
+        self.unlock_stripe(p, sp);
+        Ok(())
+    }
+
+    fn should_split(&self, entries: u64) -> bool {
+        let (level, split) = geo_parts(self.geo().load(Ordering::Relaxed));
+        split > 0 || entries * LOAD_DEN > LOAD_NUM * SLOTS as u64 * (1 << level)
+    }
+
+    /// Writes the header state (clean/dirty) and syncs the header page.
+    fn set_state(&self, state: u32) -> Result<()> {
+        let map = self.chunks[0].get().expect("header mapped");
+        let mut h = [0u8; H_CRC + 4];
+        // SAFETY: page 0 is the header, inside the file and chunk 0; only
+        // the writer (which calls this) writes these bytes.
+        let hp = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), H_CRC + 4) };
+        h.copy_from_slice(hp);
+        h[H_STATE..H_STATE + 4].copy_from_slice(&state.to_le_bytes());
+        let boot = if state == STATE_DIRTY {
+            sys::boot_id()
+        } else {
+            [0; 36]
+        };
+        h[H_BOOT..H_BOOT + 36].copy_from_slice(&boot);
+        let crc = header_crc(&h);
+        h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        hp.copy_from_slice(&h);
+        map.flush_range(0, PAGE as usize)
+            .map_err(|e| Error::io("syncing the index header", &self.path, e))
+    }
+
+    /// Applies one log record's change to the index and commits `next` as the
+    /// new state (see "Crash protocol"). `confirm` identifies the entry of
+    /// this id among hash matches.
+    pub fn apply(
+        &self,
+        w: &mut DiskWriter,
+        id: u128,
+        change: Change,
+        mut confirm: impl FnMut(u64) -> bool,
+        next: &DiskState,
+    ) -> Result<()> {
+        if !w.dirty {
+            self.set_state(STATE_DIRTY)?;
+            w.dirty = true;
+        }
+        let geo = self.geo().load(Ordering::Relaxed);
+        // Room for this record's split, reserved before anything changes.
+        self.ensure_pages(w, 2 + buckets(geo) + 1)?;
+        self.write_intent(w, next);
+        let h = self.hash(id);
+        match change {
+            Change::None => {}
+            Change::Set(off) => {
+                let mut b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+                if let Some(i) = self.find(b, h, &mut confirm) {
+                    self.mark_intent(w, b);
+                    let v = self.lock_stripe(b);
+                    self.bucket(b)[2 * i + 1].store(off, Ordering::Release);
+                    self.unlock_stripe(b, v);
+                } else {
+                    loop {
+                        self.mark_intent(w, b);
+                        let v = self.lock_stripe(b);
+                        let ok = self.insert(b, h, off);
+                        self.unlock_stripe(b, v);
+                        if ok {
+                            break;
+                        }
+                        // Full bucket: split ahead until it has room.
+                        self.split_one(w)?;
+                        b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+                    }
+                    if self.should_split(next.entries) {
+                        self.split_one(w)?;
+                    }
+                }
+            }
+            Change::Remove => {
+                let b = bucket_of(h, geo);
+                if let Some(i) = self.find(b, h, &mut confirm) {
+                    self.mark_intent(w, b);
+                    let v = self.lock_stripe(b);
+                    self.remove_at(b, i);
+                    self.unlock_stripe(b, v);
+                }
+            }
+        }
+        self.commit(w, next);
+        Ok(())
+    }
+
+    fn write_intent(&self, w: &DiskWriter, next: &DiskState) {
+        let base = H_COPY[1 - w.active];
+        let s = |o: u64, v: u64| self.word(base + o).store(v, Ordering::Relaxed);
+        s(C_DONE, 0);
+        s(C_END, next.applied_end);
+        s(C_LAST, next.last_record);
+        s(C_ENTRIES, next.entries);
+        s(C_INTENT, 0);
+        s(C_CLEANUP, 0);
+        for (k, v) in next.counters.words().iter().enumerate() {
+            s(C_COUNTERS + 8 * k as u64, *v);
+        }
+        // The sequence number is stored last: it makes the intent valid.
+        self.word(base + C_SEQ).store(w.seq + 1, Ordering::Release);
+    }
+
+    fn mark_intent(&self, w: &DiskWriter, b: u64) {
+        self.word(H_COPY[1 - w.active] + C_INTENT)
+            .store(b + 1, Ordering::Release);
+    }
+
+    fn commit(&self, w: &mut DiskWriter, next: &DiskState) {
+        let other = 1 - w.active;
+        self.word(H_COPY[other] + C_DONE)
+            .store(w.seq + 1, Ordering::Release);
+        w.active = other;
+        w.seq += 1;
+        w.state = *next;
+    }
+
+    /// Finishes an operation a crash interrupted: repairs the buckets it was
+    /// changing, applies `change` for `id` again and commits its state.
+    /// False if that cannot be done (the caller rebuilds the index).
+    pub fn finish(
+        &self,
+        w: &mut DiskWriter,
+        intent: &Intent,
+        id: u128,
+        change: Change,
+        mut confirm: impl FnMut(u64) -> bool,
+    ) -> bool {
+        let geo = self.geo().load(Ordering::Relaxed);
+        let n = buckets(geo);
+        for b in intent.buckets.iter().filter(|&&b| b != 0).map(|b| b - 1) {
+            if b >= n {
+                return false;
+            }
+            // Keep the first copy of each (hash, offset); drop misplaced ones.
+            self.purge(b, |s, i| {
+                let (h, off) = (
+                    s[2 * i].load(Ordering::Relaxed),
+                    s[2 * i + 1].load(Ordering::Relaxed),
+                );
+                bucket_of(h, geo) != b
+                    || (0..i).any(|k| {
+                        s[2 * k].load(Ordering::Relaxed) == h
+                            && s[2 * k + 1].load(Ordering::Relaxed) == off
+                    })
+            });
+        }
+        let h = self.hash(id);
+        let b = bucket_of(h, geo);
+        match change {
+            Change::None => {}
+            Change::Set(off) => match self.find(b, h, &mut confirm) {
+                Some(i) => self.bucket(b)[2 * i + 1].store(off, Ordering::Release),
+                None => {
+                    if !self.insert(b, h, off) {
+                        return false;
+                    }
+                }
+            },
+            Change::Remove => {
+                if let Some(i) = self.find(b, h, &mut confirm) {
+                    self.remove_at(b, i);
+                }
+            }
+        }
+        self.commit(w, &intent.next);
+        true
+    }
+
+    /// Syncs every page to disk (no lock needed; the writer may run).
+    pub fn flush(&self) -> Result<()> {
+        for c in self.chunks.iter() {
+            let Some(map) = c.get() else { break };
+            map.flush()
+                .map_err(|e| Error::io("syncing the DiskHash index", &self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file a checkpoint: syncs the pages, then marks the header
+    /// clean. The caller holds the writer lock and has made the log durable
+    /// up to the applied end.
+    pub fn checkpoint(&self, w: &mut DiskWriter) -> Result<()> {
+        if !w.dirty {
+            return Ok(());
+        }
+        self.flush()?;
+        self.set_state(STATE_CLEAN)?;
+        w.dirty = false;
+        Ok(())
+    }
+}
+
+impl DiskWriter {
+    /// The committed state.
+    pub fn state(&self) -> &DiskState {
+        &self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ps-dh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Offsets are fake: `confirm` looks the id up in a side table. Drives
+    /// many rounds of splits, replaces and removes, and checks every id.
+    #[test]
+    fn set_get_remove_across_splits() {
+        let dir = temp("ops");
+        let o = DiskIndex::create(&dir, 7).unwrap();
+        let (idx, mut w) = (o.index, o.writer);
+        let mut at: HashMap<u64, u128> = HashMap::new();
+        let mut state = DiskState::default();
+        let n = 60_000u128;
+        let mut off = 1000u64;
+        for id in 0..n {
+            off += 40;
+            at.insert(off, id * 7919);
+            state.entries += 1;
+            idx.apply(&mut w, id * 7919, Change::Set(off), |o| at.get(&o) == Some(&(id * 7919)), &state)
+                .unwrap();
+        }
+        let (level, _) = geo_parts(idx.geo().load(Ordering::Relaxed));
+        assert!(level >= 8, "table grew: level {level}");
+        for (o, id) in &at {
+            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), Some(*o));
+        }
+        assert_eq!(idx.get(1, |x| at.get(&x) == Some(&1)), None);
+        for id in (0..n).step_by(3) {
+            state.entries -= 1;
+            idx.apply(&mut w, id * 7919, Change::Remove, |o| at.get(&o) == Some(&(id * 7919)), &state)
+                .unwrap();
+        }
+        let mut seen = 0;
+        idx.for_each_offset(|_| seen += 1);
+        assert_eq!(seen as u64, state.entries);
+        for (o, id) in &at {
+            let want = (id / 7919 % 3 != 0).then_some(*o);
+            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), want, "id {id}");
+        }
+        assert_eq!(w.state().entries, state.entries);
+        drop(idx);
+        let o = DiskIndex::open(&dir, 7, true).unwrap().unwrap();
+        assert!(o.dirty && o.intent.is_none());
+        assert_eq!(o.state.entries, state.entries);
+        assert!(matches!(DiskIndex::open(&dir, 8, true).unwrap(), Err(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backward_shift_keeps_clusters_reachable() {
+        let dir = temp("shift");
+        let o = DiskIndex::create(&dir, 1).unwrap();
+        let idx = o.index;
+        // Entries whose home is slot 255 wrap into 0, 1, …
+        let hs: Vec<u64> = (0..6u64).map(|k| (255 << 56) | (k + 1) << 1).collect();
+        for (k, &h) in hs.iter().enumerate() {
+            assert!(idx.insert(0, h, 100 + k as u64));
+        }
+        let slots = idx.bucket(0);
+        let pos = |h: u64| (0..SLOTS).find(|&i| slots[2 * i].load(Ordering::Relaxed) == h);
+        idx.remove_at(0, pos(hs[1]).unwrap());
+        for (k, &h) in hs.iter().enumerate() {
+            assert_eq!(pos(h).is_some(), k != 1);
+            let mut yes = |_| true;
+            assert_eq!(idx.find(0, h, &mut yes).is_some(), k != 1, "entry {k}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
