@@ -66,6 +66,9 @@ pub struct PayloadStats {
     pub compression_ratio: f64,
     /// RAM held by the index.
     pub index_memory_bytes: u64,
+    /// Bytes of the DiskHash index file in use (0 for the HashMap backend,
+    /// whose checkpoint is only written at `save_index`).
+    pub index_file_bytes: u64,
     /// Index RAM per live payload (0 when empty).
     pub index_bytes_per_payload: f64,
     /// Index backend in use.

@@ -21,8 +21,9 @@ use crate::format::{
     self, CheckpointHeader, Counters, LogHeader, RecordHeader, RecordKind, LOG_HEADER_LEN,
     RECORD_HEADER_LEN,
 };
-use crate::index::memory::{MemIndex, MemWriter};
-use crate::index::IndexBackend;
+use crate::index::disk::{self, Change, DiskIndex, DiskState};
+use crate::index::memory::MemIndex;
+use crate::index::{Index, IndexBackend, IndexWriter};
 use crate::io;
 use crate::options::{LogLevel, Options, SyncPolicy};
 use crate::recovery::{self, Mode};
@@ -53,7 +54,7 @@ pub const MAX_PAYLOAD_LEN: u64 = format::MAX_PAYLOAD_LEN;
 /// State only the writer touches; behind `PayloadStore::writer`.
 struct Writer {
     cur: WriteCursor,
-    mem: MemWriter,
+    ix: IndexWriter,
     counters: Counters,
     last_record: u64,
     next_warning: usize,
@@ -90,7 +91,7 @@ pub struct PayloadStore {
     opts: Options,
     salt: u64,
     seg: Segment,
-    index: MemIndex,
+    index: Index,
     writer: Mutex<Writer>,
     live: AtomicU64,
     sync_lock: Mutex<()>,
@@ -143,11 +144,6 @@ impl PayloadStore {
     pub fn open_with_options<P: AsRef<Path>>(data_dir: P, opts: Options) -> Result<Self> {
         let started = Instant::now();
         let dir = data_dir.as_ref().to_path_buf();
-        if opts.backend == IndexBackend::DiskHash {
-            return Err(Error::Unsupported(
-                "the DiskHash index backend is not available in this build",
-            ));
-        }
         let writable = !opts.read_only;
         if writable {
             std::fs::create_dir_all(&dir)
@@ -217,48 +213,19 @@ impl PayloadStore {
         seg.set_committed(file_len);
 
         let mut report = RecoveryReport::default();
-        let (index, mem, counters, start, mut mark) = match checkpoint::load(&dir) {
-            Ok(Some(ck)) => match usable_checkpoint(&seg, salt, file_len, &ck.header) {
-                Ok(()) => {
-                    let hdr = ck.header;
-                    match MemIndex::from_snapshot(ck.slots, ck.hi) {
-                        Some((index, mem)) => {
-                            report.source = IndexSource::Checkpoint;
-                            let mark = CheckpointMark {
-                                covered_end: hdr.covered_end,
-                                saved_at: Some(hdr.saved_at),
-                            };
-                            (
-                                index,
-                                mem,
-                                hdr.counters,
-                                (hdr.covered_end, hdr.last_record),
-                                mark,
-                            )
-                        }
-                        None => {
-                            report.checkpoint_problem =
-                                Some("checkpoint slot table is inconsistent".into());
-                            fresh_index(file_len)
-                        }
-                    }
-                }
-                Err(problem) => {
-                    report.checkpoint_problem = Some(problem.into());
-                    fresh_index(file_len)
-                }
-            },
-            Ok(None) => {
-                if !created && file_len > LOG_HEADER_LEN {
-                    report.checkpoint_problem = Some("no checkpoint".into());
-                }
-                fresh_index(file_len)
-            }
-            Err(problem) => {
-                report.checkpoint_problem = Some(problem);
-                fresh_index(file_len)
+        let loaded = match opts.backend {
+            IndexBackend::HashMap => load_mem_index(&dir, &seg, salt, file_len, &mut report),
+            IndexBackend::DiskHash => {
+                load_disk_index(&dir, &seg, salt, file_len, writable, &mut report)?
             }
         };
+        let Loaded {
+            index,
+            writer: ixw,
+            counters,
+            start,
+            mut mark,
+        } = loaded;
         if report.source != IndexSource::Checkpoint && !created {
             report.source = IndexSource::FullScan;
             mark = CheckpointMark::default();
@@ -268,7 +235,7 @@ impl PayloadStore {
                 end: start.0,
                 capacity: file_len,
             },
-            mem,
+            ix: ixw,
             counters,
             last_record: start.1,
             next_warning: 0,
@@ -278,9 +245,17 @@ impl PayloadStore {
             repair: opts.repair,
             writable,
         };
+        let mut failed = None;
         let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
-            apply(&seg, &index, &mut w, off, h)
+            if failed.is_none() {
+                if let Err(e) = apply(&seg, &index, &mut w, off, h) {
+                    failed = Some(e);
+                }
+            }
         })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         w.cur.end = scan.end;
         if scan.records > 0 {
             w.last_record = scan.last_record;
@@ -446,7 +421,9 @@ impl PayloadStore {
         let mut w = self.writer.lock();
         self.writable()?;
         let off = self.seg.append(&mut w.cur, &[&hb, stored])?;
-        apply(&self.seg, &self.index, &mut w, off, header);
+        if let Err(e) = apply(&self.seg, &self.index, &mut w, off, header) {
+            return Err(self.index_failed(e));
+        }
         self.after_write(w)?;
         Ok(off)
     }
@@ -553,7 +530,9 @@ impl PayloadStore {
         self.writable()?;
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
         for ((header, _), r) in headers.iter().zip(&rel) {
-            apply(&self.seg, &self.index, &mut w, base + r, header);
+            if let Err(e) = apply(&self.seg, &self.index, &mut w, base + r, header) {
+                return Err(self.index_failed(e));
+            }
         }
         self.after_write(w)?;
         Ok(headers
@@ -561,6 +540,17 @@ impl PayloadStore {
             .zip(&rel)
             .map(|((h, _), r)| (base + r, h.stored_len, h.compression as u8))
             .collect())
+    }
+
+    /// The DiskHash index could not take a record that is already in the
+    /// log: the handle stops writing (the next open replays the record).
+    fn index_failed(&self, e: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        self.emit(
+            LogLevel::Error,
+            &format!("updating the DiskHash index failed, store is now read-only: {e}"),
+        );
+        e
     }
 
     /// What follows every write: figures, memory warnings, the sync policy
@@ -895,24 +885,50 @@ impl PayloadStore {
         if mark.saved_at.is_some() && mark.covered_end == end {
             return Ok(());
         }
-        let (slots, hi) = self.index.snapshot(&w.mem);
-        let header = CheckpointHeader {
-            backend: format::CKPT_BACKEND_MEMORY,
-            salt: self.salt,
-            covered_end: end,
-            last_record: w.last_record,
-            saved_at: sys::unix_now(),
-            slots: slots.len() as u64,
-            counters: w.counters,
-        };
-        drop(w);
-        // The snapshot is taken under the writer lock, the fsync outside it:
-        // the checkpoint reaches the disk only after the log it covers.
-        self.sync_to(end)?;
-        checkpoint::save(&*self.opts.io, &self.dir, &header, &slots, &hi)?;
+        let saved_at = sys::unix_now();
+        match (&self.index, &w.ix) {
+            (Index::Mem(m), IndexWriter::Mem(mw)) => {
+                let (slots, hi) = m.snapshot(mw);
+                let header = CheckpointHeader {
+                    backend: format::CKPT_BACKEND_MEMORY,
+                    salt: self.salt,
+                    covered_end: end,
+                    last_record: w.last_record,
+                    saved_at,
+                    slots: slots.len() as u64,
+                    counters: w.counters,
+                };
+                drop(w);
+                // The snapshot is taken under the writer lock, the fsync outside it:
+                // the checkpoint reaches the disk only after the log it covers.
+                self.sync_to(end)?;
+                checkpoint::save(&*self.opts.io, &self.dir, &header, &slots, &hi)?;
+            }
+            (Index::Disk(d), IndexWriter::Disk(_)) => {
+                // Most of the work (log fsync, index page writeback) outside
+                // the writer lock; then, under it, what was added meanwhile,
+                // and the header is marked clean.
+                drop(w);
+                self.sync_to(end)?;
+                d.flush()?;
+                let mut w = self.writer.lock();
+                let end = w.cur.end;
+                self.sync_to(end)?;
+                let IndexWriter::Disk(dw) = &mut w.ix else {
+                    unreachable!()
+                };
+                d.checkpoint(dw)?;
+                *mark = CheckpointMark {
+                    covered_end: end,
+                    saved_at: Some(saved_at),
+                };
+                return Ok(());
+            }
+            _ => unreachable!("index and writer state of different backends"),
+        }
         *mark = CheckpointMark {
             covered_end: end,
-            saved_at: Some(header.saved_at),
+            saved_at: Some(saved_at),
         };
         Ok(())
     }
@@ -962,6 +978,7 @@ impl PayloadStore {
                 raw as f64 / stored as f64
             },
             index_memory_bytes: mem,
+            index_file_bytes: self.index.file_bytes(),
             index_bytes_per_payload: if c.live == 0 {
                 0.0
             } else {
@@ -1044,55 +1061,242 @@ impl Drop for PayloadStore {
     }
 }
 
-fn fresh_index(file_len: u64) -> (MemIndex, MemWriter, Counters, (u64, u64), CheckpointMark) {
+/// The index as loaded at open, before the log tail is replayed into it.
+struct Loaded {
+    index: Index,
+    writer: IndexWriter,
+    counters: Counters,
+    /// (log offset to replay from, last record before it)
+    start: (u64, u64),
+    mark: CheckpointMark,
+}
+
+fn fresh_mem_index(file_len: u64) -> Loaded {
     // Guess the entry count from the log size (≥ 64 bytes per record) to
     // avoid most rebuilds during a full scan.
     let (index, mem) = MemIndex::new(file_len / 256);
-    (
-        index,
-        mem,
-        Counters::default(),
-        (LOG_HEADER_LEN, 0),
-        CheckpointMark::default(),
+    Loaded {
+        index: Index::Mem(index),
+        writer: IndexWriter::Mem(mem),
+        counters: Counters::default(),
+        start: (LOG_HEADER_LEN, 0),
+        mark: CheckpointMark::default(),
+    }
+}
+
+/// The HashMap index: the checkpoint if it is usable, else empty (the whole
+/// log is then replayed).
+fn load_mem_index(
+    dir: &Path,
+    seg: &Segment,
+    salt: u64,
+    file_len: u64,
+    report: &mut RecoveryReport,
+) -> Loaded {
+    let ck = match checkpoint::load(dir) {
+        Ok(Some(ck)) => ck,
+        Ok(None) => {
+            if file_len > LOG_HEADER_LEN {
+                report.checkpoint_problem = Some("no checkpoint".into());
+            }
+            return fresh_mem_index(file_len);
+        }
+        Err(problem) => {
+            report.checkpoint_problem = Some(problem);
+            return fresh_mem_index(file_len);
+        }
+    };
+    let h = ck.header;
+    let usable = if h.salt != salt {
+        Err("checkpoint belongs to another log")
+    } else {
+        usable_checkpoint(seg, salt, file_len, h.covered_end, h.last_record)
+    };
+    if let Err(problem) = usable {
+        report.checkpoint_problem = Some(problem.into());
+        return fresh_mem_index(file_len);
+    }
+    let Some((index, mem)) = MemIndex::from_snapshot(ck.slots, ck.hi) else {
+        report.checkpoint_problem = Some("checkpoint slot table is inconsistent".into());
+        return fresh_mem_index(file_len);
+    };
+    report.source = IndexSource::Checkpoint;
+    Loaded {
+        index: Index::Mem(index),
+        writer: IndexWriter::Mem(mem),
+        counters: h.counters,
+        start: (h.covered_end, h.last_record),
+        mark: CheckpointMark {
+            covered_end: h.covered_end,
+            saved_at: Some(h.saved_at),
+        },
+    }
+}
+
+/// The DiskHash index: the file if it can be trusted (finishing an operation
+/// a crash interrupted), else a new one that the whole log is replayed into.
+fn load_disk_index(
+    dir: &Path,
+    seg: &Segment,
+    salt: u64,
+    file_len: u64,
+    writable: bool,
+    report: &mut RecoveryReport,
+) -> Result<Loaded> {
+    let problem = match DiskIndex::open(dir, salt, writable)? {
+        Err(problem) => problem,
+        Ok(o) => {
+            let st = o.state;
+            match usable_checkpoint(seg, salt, file_len, st.applied_end, st.last_record) {
+                Err(problem) => problem.to_string(),
+                Ok(()) => {
+                    let (index, mut dw) = (o.index, o.writer);
+                    let finished = match o.intent {
+                        None => true,
+                        Some(_) if !writable => return Err(disk_read_only()),
+                        Some(intent) => finish_intent(seg, salt, &index, &mut dw, &intent),
+                    };
+                    if finished {
+                        let st = *dw.state();
+                        report.source = IndexSource::Checkpoint;
+                        return Ok(Loaded {
+                            index: Index::Disk(index),
+                            writer: IndexWriter::Disk(dw),
+                            counters: st.counters,
+                            start: (st.applied_end, st.last_record),
+                            mark: CheckpointMark {
+                                covered_end: if o.dirty { 0 } else { st.applied_end },
+                                saved_at: (!o.dirty).then(sys::unix_now),
+                            },
+                        });
+                    }
+                    "an interrupted index change could not be finished".into()
+                }
+            }
+        }
+    };
+    if file_len > LOG_HEADER_LEN {
+        report.checkpoint_problem = Some(problem);
+    }
+    if !writable {
+        return Err(disk_read_only());
+    }
+    let o = DiskIndex::create(dir, salt)?;
+    Ok(Loaded {
+        index: Index::Disk(o.index),
+        writer: IndexWriter::Disk(o.writer),
+        counters: Counters::default(),
+        start: (LOG_HEADER_LEN, 0),
+        mark: CheckpointMark::default(),
+    })
+}
+
+fn disk_read_only() -> Error {
+    Error::Unsupported(
+        "the DiskHash index is behind the log and a read-only open cannot update it; open the store writable once",
     )
 }
 
-/// Why a checkpoint cannot be used, if it cannot.
+/// Applies again the record a crash interrupted (the one at the committed
+/// `applied_end`, ending at the intent's).
+fn finish_intent(
+    seg: &Segment,
+    salt: u64,
+    index: &DiskIndex,
+    w: &mut disk::DiskWriter,
+    intent: &disk::Intent,
+) -> bool {
+    let at = w.state().applied_end;
+    let Ok((h, _)) = seg.record(salt, at) else {
+        return false;
+    };
+    if at + h.record_len() != intent.next.applied_end {
+        return false;
+    }
+    let change = match h.kind {
+        RecordKind::Put => Change::Set(at),
+        RecordKind::Delete => Change::Remove,
+        RecordKind::Padding => Change::None,
+    };
+    index.finish(w, intent, h.id, change, |o| seg.peek_id(o) == Some(h.id))
+}
+
+/// Why an index state covering `[.., covered_end)` with its last record at
+/// `last_record` cannot be used with this log, if it cannot.
 fn usable_checkpoint(
     seg: &Segment,
     salt: u64,
     file_len: u64,
-    h: &CheckpointHeader,
+    covered_end: u64,
+    last_record: u64,
 ) -> std::result::Result<(), &'static str> {
-    if h.salt != salt {
-        return Err("checkpoint belongs to another log");
-    }
-    if h.covered_end < LOG_HEADER_LEN || h.covered_end > file_len {
+    if covered_end < LOG_HEADER_LEN || covered_end > file_len {
         return Err("checkpoint covers more than the log holds");
     }
-    if h.last_record == 0 {
-        return if h.covered_end == LOG_HEADER_LEN {
+    if last_record == 0 {
+        return if covered_end == LOG_HEADER_LEN {
             Ok(())
         } else {
             Err("checkpoint has no last record")
         };
     }
-    match seg.record(salt, h.last_record) {
-        Ok((r, _)) if h.last_record + r.record_len() == h.covered_end => Ok(()),
+    match seg.record(salt, last_record) {
+        Ok((r, _)) if last_record + r.record_len() == covered_end => Ok(()),
         Ok(_) => Err("checkpoint end is not a record boundary"),
         Err(_) => Err("checkpoint's last record is damaged or missing"),
     }
 }
 
 /// Applies one record to index and counters: shared by append and recovery.
-fn apply(seg: &Segment, index: &MemIndex, w: &mut Writer, off: u64, h: &RecordHeader) {
+/// An error (DiskHash only: the index file could not grow or sync) leaves
+/// the record in the log but not in the index; the caller poisons the handle.
+fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeader) -> Result<()> {
     let confirm = |o: u64| seg.peek_id(o) == Some(h.id);
-    let c = &mut w.counters;
+    let mut c = w.counters;
+    let old = match (index, &mut w.ix) {
+        (Index::Mem(m), IndexWriter::Mem(mw)) => match h.kind {
+            RecordKind::Put => m.upsert(mw, h.id, off, confirm),
+            RecordKind::Delete => m.remove(mw, h.id, confirm),
+            RecordKind::Padding => None,
+        },
+        (Index::Disk(d), IndexWriter::Disk(dw)) => {
+            let old = match h.kind {
+                RecordKind::Put | RecordKind::Delete => d.get(h.id, confirm),
+                RecordKind::Padding => None,
+            };
+            let (change, entries) = match (h.kind, old) {
+                (RecordKind::Put, None) => (Change::Set(off), dw.state().entries + 1),
+                (RecordKind::Put, Some(_)) => (Change::Set(off), dw.state().entries),
+                (RecordKind::Delete, Some(_)) => (Change::Remove, dw.state().entries - 1),
+                _ => (Change::None, dw.state().entries),
+            };
+            account(seg, &mut c, old, h);
+            let next = DiskState {
+                applied_end: off + h.record_len(),
+                last_record: off,
+                entries,
+                counters: c,
+            };
+            d.apply(dw, h.id, change, confirm, &next)?;
+            w.counters = c;
+            w.last_record = off;
+            return Ok(());
+        }
+        _ => unreachable!("index and writer state of different backends"),
+    };
+    account(seg, &mut c, old, h);
+    w.counters = c;
+    w.last_record = off;
+    Ok(())
+}
+
+/// Counts record `h` (replacing or deleting the record at `old`, if any).
+fn account(seg: &Segment, c: &mut Counters, old: Option<u64>, h: &RecordHeader) {
+    if let Some(old) = old {
+        retire(seg, c, old);
+    }
     match h.kind {
         RecordKind::Put => {
-            if let Some(old) = index.upsert(&mut w.mem, h.id, off, confirm) {
-                retire(seg, c, old);
-            }
             let t = h.compression as usize;
             c.live += 1;
             c.live_bytes += h.record_len();
@@ -1100,15 +1304,8 @@ fn apply(seg: &Segment, index: &MemIndex, w: &mut Writer, off: u64, h: &RecordHe
             c.raw_by_codec[t] += u64::from(h.raw_len);
             c.stored_by_codec[t] += u64::from(h.stored_len);
         }
-        RecordKind::Delete => {
-            if let Some(old) = index.remove(&mut w.mem, h.id, confirm) {
-                retire(seg, c, old);
-            }
-            c.dead_bytes += h.record_len();
-        }
-        RecordKind::Padding => c.dead_bytes += h.record_len(),
+        RecordKind::Delete | RecordKind::Padding => c.dead_bytes += h.record_len(),
     }
-    w.last_record = off;
 }
 
 /// Moves the record at `off` from live to dead in the counters.

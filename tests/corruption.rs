@@ -189,12 +189,13 @@ fn missing_truncated_or_garbled_checkpoint_is_rebuilt() {
         let t = TempDir::new("ckpt");
         let a = t.path().join("a");
         let items = fill(&a, 0..200, backend);
-        let ck = std::fs::read(a.join(CKPT)).unwrap();
-        let damage: Vec<(&str, Option<Vec<u8>>)> = vec![
+        let file = index_file(backend);
+        let ck = std::fs::read(a.join(file)).unwrap();
+        let header_len = if file == CKPT { 160 } else { 4096 };
+        let mut damage: Vec<(&str, Option<Vec<u8>>)> = vec![
             ("deleted", None),
             ("empty", Some(vec![])),
-            ("truncated", Some(ck[..ck.len() / 2].to_vec())),
-            ("header only", Some(ck[..160].to_vec())),
+            ("header only", Some(ck[..header_len].to_vec())),
             (
                 "garbled header",
                 Some({
@@ -204,6 +205,15 @@ fn missing_truncated_or_garbled_checkpoint_is_rebuilt() {
                 }),
             ),
             (
+                "random",
+                Some((0..ck.len()).map(|i| (i * 31 % 251) as u8).collect()),
+            ),
+        ];
+        if file == CKPT {
+            // The checkpoint is checksummed whole. (DiskHash bucket pages are
+            // not: see the README, "DiskHash index".)
+            damage.push(("truncated", Some(ck[..ck.len() / 2].to_vec())));
+            damage.push((
                 "garbled body",
                 Some({
                     let mut c = ck.clone();
@@ -211,18 +221,19 @@ fn missing_truncated_or_garbled_checkpoint_is_rebuilt() {
                     c[n - 100] ^= 0x40;
                     c
                 }),
-            ),
-            (
-                "random",
-                Some((0..ck.len()).map(|i| (i * 31 % 251) as u8).collect()),
-            ),
-        ];
+            ));
+        } else {
+            // an index of another store of the same size
+            let other = t.path().join("other");
+            fill(&other, 0..200, backend);
+            damage.push(("foreign", Some(std::fs::read(other.join(file)).unwrap())));
+        }
         for (what, content) in damage {
             let w = t.path().join("w");
             copy_dir(&a, &w);
             match content {
-                None => std::fs::remove_file(w.join(CKPT)).unwrap(),
-                Some(c) => std::fs::write(w.join(CKPT), c).unwrap(),
+                None => std::fs::remove_file(w.join(file)).unwrap(),
+                Some(c) => std::fs::write(w.join(file), c).unwrap(),
             }
             let s = PayloadStore::open_with_backend(&w, backend).unwrap();
             let r = s.stats().recovery;

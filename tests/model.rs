@@ -151,7 +151,7 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
             }
             Op::ReopenWithoutCheckpoint => {
                 store.take().unwrap().close().unwrap();
-                std::fs::remove_file(dir.join("index.ckpt")).unwrap();
+                std::fs::remove_file(dir.join(index_file(backend))).unwrap();
                 store = Some(open(&dir, backend));
             }
             Op::Crash => {

@@ -220,8 +220,16 @@ fn bad_arguments_and_bad_directories_get_specific_errors() {
         PayloadStore::open(&newer),
         Err(Error::UnsupportedVersion { found: 9, .. })
     ));
+    // a read-only DiskHash open of a store whose index file is missing
+    let plain = t.path().join("plain");
+    PayloadStore::open(&plain).unwrap().close().unwrap();
     assert!(matches!(
-        PayloadStore::open_with_backend(t.path().join("dh"), payloadstore::IndexBackend::DiskHash),
+        PayloadStore::open_with_options(
+            &plain,
+            Options::default()
+                .read_only(true)
+                .backend(payloadstore::IndexBackend::DiskHash)
+        ),
         Err(Error::Unsupported(_))
     ));
 }

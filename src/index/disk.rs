@@ -112,7 +112,7 @@ const MAX_LEVEL: u64 = 40;
 const LOAD_NUM: u64 = 13;
 const LOAD_DEN: u64 = 20;
 /// The file grows by at least this much at a time (blocks reserved).
-const GROW_MIN: u64 = 16 << 20;
+const GROW_MIN: u64 = 256 << 10;
 
 const H_MAGIC: usize = 0;
 const H_VERSION: usize = 8;
@@ -669,7 +669,7 @@ impl DiskIndex {
             return Ok(());
         }
         let old = w.capacity * PAGE;
-        let new = (pages * PAGE).max(old + (old / 8).max(GROW_MIN));
+        let new = (pages * PAGE).max(old + (old / 8).max(GROW_MIN).next_multiple_of(PAGE));
         sys::reserve(&self.file, &self.path, old, new)?;
         self.map_upto(new)?;
         w.capacity = new / PAGE;

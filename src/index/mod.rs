@@ -16,3 +16,57 @@ pub enum IndexBackend {
     /// On-disk hash table for billions of ids (not yet available in this build).
     DiskHash,
 }
+
+use disk::DiskIndex;
+use memory::MemIndex;
+
+/// The index a store uses: one of the backends.
+pub enum Index {
+    /// In RAM.
+    Mem(MemIndex),
+    /// In a mapped file.
+    Disk(DiskIndex),
+}
+
+impl Index {
+    /// Looks up the record offset of `id` (see the backends' `get`).
+    #[inline]
+    pub fn get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+        match self {
+            Index::Mem(m) => m.get(id, confirm),
+            Index::Disk(d) => d.get(id, confirm),
+        }
+    }
+
+    /// Calls `f(offset)` for every live entry.
+    pub fn for_each_offset(&self, f: impl FnMut(u64)) {
+        match self {
+            Index::Mem(m) => m.for_each_offset(f),
+            Index::Disk(d) => d.for_each_offset(f),
+        }
+    }
+
+    /// Anonymous RAM the index holds.
+    pub fn memory_bytes(&self) -> u64 {
+        match self {
+            Index::Mem(m) => m.memory_bytes(),
+            Index::Disk(d) => d.memory_bytes(),
+        }
+    }
+
+    /// Bytes of the index's own file (the DiskHash table; 0 in RAM).
+    pub fn file_bytes(&self) -> u64 {
+        match self {
+            Index::Mem(_) => 0,
+            Index::Disk(d) => d.file_bytes(),
+        }
+    }
+}
+
+/// Writer-only state of the index; lives in the store's writer lock.
+pub enum IndexWriter {
+    /// Of `Index::Mem`.
+    Mem(memory::MemWriter),
+    /// Of `Index::Disk`.
+    Disk(disk::DiskWriter),
+}

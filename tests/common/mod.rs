@@ -32,7 +32,15 @@ impl Drop for TempDir {
 
 /// Every index backend the suite runs against.
 pub fn backends() -> Vec<IndexBackend> {
-    vec![IndexBackend::HashMap]
+    vec![IndexBackend::HashMap, IndexBackend::DiskHash]
+}
+
+/// The file an index backend keeps its saved index in.
+pub fn index_file(backend: IndexBackend) -> &'static str {
+    match backend {
+        IndexBackend::HashMap => "index.ckpt",
+        IndexBackend::DiskHash => "index.dh",
+    }
 }
 
 /// splitmix64: a tiny deterministic PRNG for test data.
