@@ -112,7 +112,7 @@ fn last_write_wins_and_delete_leave_dead_bytes() {
         assert_eq!(s.get(5).unwrap(), None);
         s.append(6, b"x", None).unwrap();
         drop(s);
-        std::fs::remove_file(t.store().join("index.ckpt")).unwrap();
+        std::fs::remove_file(t.store().join(index_file(backend))).unwrap();
         let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
         assert_eq!(s.stats().recovery.source, IndexSource::FullScan);
         assert_eq!(s.get(5).unwrap(), None);
