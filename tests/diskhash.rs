@@ -1,0 +1,167 @@
+//! What only the DiskHash backend promises: RAM that does not grow with the
+//! number of ids, one index page read per cold lookup, and conversion
+//! between backends. (Everything both backends share runs against both in
+//! the other suites.)
+mod common;
+
+use common::*;
+use payloadstore::{IndexBackend, IndexSource, Options, PayloadStore};
+use std::os::fd::AsRawFd;
+
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn id_of(i: u64) -> u128 {
+    u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(i)
+}
+
+#[test]
+fn index_ram_does_not_grow_with_ids() {
+    let t = TempDir::new("dh-ram");
+    let s = PayloadStore::open_with_backend(t.store(), IndexBackend::DiskHash).unwrap();
+    for i in 0..10_000u64 {
+        s.append(id_of(i), &i.to_le_bytes(), None).unwrap();
+    }
+    let (mem_small, file_small) = {
+        let st = s.stats();
+        (st.index_memory_bytes, st.index_file_bytes)
+    };
+    let anon_before = status_kb("RssAnon:");
+    let n = 1_000_000u64;
+    for i in 10_000..n {
+        s.append(id_of(i), &i.to_le_bytes(), None).unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(st.payloads, n);
+    assert_eq!(st.backend, IndexBackend::DiskHash);
+    assert_eq!(st.index_memory_bytes, mem_small, "fixed RAM");
+    assert!(st.index_file_bytes > 50 * file_small, "the table grew on disk");
+    assert!(
+        (st.index_file_bytes as f64 / n as f64) < 40.0,
+        "{} index bytes on disk per id",
+        st.index_file_bytes as f64 / n as f64
+    );
+    if let (Some(b), Some(a)) = (anon_before, status_kb("RssAnon:")) {
+        // The HashMap backend needs ~17 MB for these ids; other test threads
+        // allocate too, so allow some slack.
+        let grew = (a.saturating_sub(b)) * 1024;
+        assert!(grew < 6 << 20, "anonymous RSS grew {grew} bytes");
+    }
+    for i in (0..n).step_by(997) {
+        assert_eq!(s.get(id_of(i)).unwrap().unwrap(), i.to_le_bytes());
+    }
+}
+
+/// Pages of `path` resident in the page cache.
+fn resident_pages(path: &std::path::Path) -> (usize, usize) {
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // mincore writes one byte per page into `vec`, which has that many.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+}
+
+fn evict(path: &std::path::Path) {
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: advisory call on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_cold_lookup_reads_at_most_one_index_page() {
+    let t = TempDir::new("dh-cold");
+    let n = 300_000u64;
+    {
+        let s = PayloadStore::open_with_backend(t.store(), IndexBackend::DiskHash).unwrap();
+        for i in 0..n {
+            s.append(id_of(i), &i.to_le_bytes(), None).unwrap();
+        }
+        s.close().unwrap(); // syncs the index: its pages are clean and evictable
+    }
+    let index = t.store().join(index_file(IndexBackend::DiskHash));
+    let s = PayloadStore::open_with_backend(t.store(), IndexBackend::DiskHash).unwrap();
+    assert_eq!(s.stats().recovery.source, IndexSource::Checkpoint);
+    assert_eq!(s.stats().recovery.replayed_records, 0);
+    evict(&index);
+    let (start, pages) = resident_pages(&index);
+    assert!(pages > 1000, "{pages} index pages");
+    let mut rng = Rng(5);
+    let mut prev = start;
+    let mut reads = 0;
+    for k in 0..200 {
+        let i = rng.below(2 * n); // half of them misses
+        let got = s.get(id_of(i)).unwrap();
+        assert_eq!(got.is_some(), i < n);
+        let (now, _) = resident_pages(&index);
+        assert!(now <= prev + 1, "lookup {k} read {} index pages", now - prev);
+        reads += now - prev;
+        prev = now;
+    }
+    eprintln!("cold lookups: {start} of {pages} pages resident at start, {reads} page reads");
+    // Where the file system honours the eviction, lookups did read pages.
+    if start < pages / 2 {
+        assert!(reads > 100, "only {reads} page reads for 200 cold lookups");
+    }
+}
+
+#[test]
+fn stores_convert_between_backends() {
+    let t = TempDir::new("dh-convert");
+    let mut model = std::collections::HashMap::new();
+    let mut next = 0u64;
+    let steps = [
+        IndexBackend::HashMap,
+        IndexBackend::DiskHash,
+        IndexBackend::HashMap,
+        IndexBackend::DiskHash,
+        IndexBackend::DiskHash,
+    ];
+    for (round, &backend) in steps.iter().enumerate() {
+        let s = PayloadStore::open_with_options(t.store(), Options::default().backend(backend))
+            .unwrap();
+        assert_eq!(s.stats().backend, backend);
+        // everything written under the other backend is there
+        assert_eq!(s.len(), model.len(), "round {round}");
+        for (id, data) in &model {
+            assert_eq!(s.get(*id).unwrap().as_ref(), Some(data), "round {round}");
+        }
+        // write, replace and delete under this one
+        for _ in 0..3000 {
+            let id = id_of(next % 5000);
+            if next % 11 == 0 {
+                s.delete(id).unwrap();
+                model.remove(&id);
+            } else {
+                let data = payload(id, (next % 300) as usize);
+                s.append(id, &data, None).unwrap();
+                model.insert(id, data);
+            }
+            next += 1;
+        }
+        s.close().unwrap();
+    }
+}
