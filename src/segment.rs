@@ -38,7 +38,7 @@
 use crate::error::{Error, Result};
 use crate::format::{self, LOG_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::Io;
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::path::PathBuf;
@@ -73,7 +73,12 @@ pub struct Segment {
     map_lock: Mutex<()>,
     committed: AtomicU64,
     io: Arc<dyn Io>,
+    /// Point reads from here on: no read-around on page faults.
+    random: std::sync::atomic::AtomicBool,
 }
+
+/// Records at least this long are read ahead in one request when cold.
+const WILLNEED_LEN: u64 = 64 << 10;
 
 impl Segment {
     /// Wraps an open log file; maps nothing yet.
@@ -86,6 +91,7 @@ impl Segment {
             map_lock: Mutex::new(()),
             committed: AtomicU64::new(LOG_HEADER_LEN),
             io,
+            random: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,9 +134,25 @@ impl Segment {
                 opts.map_raw_read_only(&self.file)
             }
             .map_err(|e| Error::io("mapping the log", &self.path, e))?;
+            if self.random.load(Ordering::Relaxed) {
+                let _ = map.advise(Advice::Random);
+            }
             let _ = self.chunks[i].set(map);
         }
         Ok(())
+    }
+
+    /// Switches the maps to point reads, after the recovery scan: a cold
+    /// `get` then reads the pages of its record, not megabytes around them
+    /// (the kernel's read-around follows the device's `read_ahead_kb`).
+    pub fn set_random_access(&self) {
+        let _g = self.map_lock.lock();
+        self.random.store(true, Ordering::Relaxed);
+        for c in self.chunks.iter() {
+            if let Some(map) = c.get() {
+                let _ = map.advise(Advice::Random);
+            }
+        }
     }
 
     #[inline]
@@ -182,10 +204,24 @@ impl Segment {
         let whole = self
             .bytes(off, h.record_len() as usize)
             .ok_or("record extends past the end of the log")?;
+        if h.record_len() >= WILLNEED_LEN && self.random.load(Ordering::Relaxed) {
+            self.will_need(off, h.record_len());
+        }
         if !format::record_checksum_ok(salt, whole) {
             return Err("checksum mismatch");
         }
         Ok((h, &whole[format::RECORD_HEADER_LEN..]))
+    }
+
+    /// Asks the kernel to read `[off, off + len)` in one go (a large record
+    /// under `MADV_RANDOM` would otherwise fault in page by page).
+    fn will_need(&self, off: u64, len: u64) {
+        let chunk = (off >> CHUNK_SHIFT) as usize;
+        if let Some(map) = self.chunks[chunk].get() {
+            let rel = (off & ((1 << CHUNK_SHIFT) - 1)) as usize;
+            let start = rel & !4095;
+            let _ = map.advise_range(Advice::WillNeed, start, rel + len as usize - start);
+        }
     }
 
     /// Appends `parts` as one record at `cur.end` through the mapping,

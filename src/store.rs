@@ -289,6 +289,7 @@ impl PayloadStore {
         } else {
             durable = watermark.unwrap_or(LOG_HEADER_LEN).min(scan.end);
         }
+        seg.set_random_access();
         report.duration = started.elapsed();
         let store = PayloadStore {
             dir,
@@ -591,7 +592,7 @@ impl PayloadStore {
     /// ```
     pub fn delete(&self, edge_id: u128) -> Result<bool> {
         self.writable()?;
-        if !self.has_payload(edge_id) {
+        if self.locate(edge_id)?.is_none() {
             return Ok(false);
         }
         let header = RecordHeader {
@@ -641,7 +642,7 @@ impl PayloadStore {
 
     /// Offset of the newest record of `edge_id`.
     #[inline]
-    fn locate(&self, edge_id: u128) -> Option<u64> {
+    fn locate(&self, edge_id: u128) -> Result<Option<u64>> {
         self.index
             .get(edge_id, |off| self.seg.peek_id(off) == Some(edge_id))
     }
@@ -676,7 +677,7 @@ impl PayloadStore {
 
     /// The payload of `edge_id`, or `None` if it has none.
     pub fn get(&self, edge_id: u128) -> Result<Option<Vec<u8>>> {
-        match self.locate(edge_id) {
+        match self.locate(edge_id)? {
             None => Ok(None),
             Some(off) => self.read_vec(off).map(Some),
         }
@@ -701,7 +702,7 @@ impl PayloadStore {
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
     pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
-        let Some(off) = self.locate(edge_id) else {
+        let Some(off) = self.locate(edge_id)? else {
             return Ok(None);
         };
         let (h, stored) = self.record(off)?;
@@ -717,7 +718,7 @@ impl PayloadStore {
     /// its capacity. Returns false (and leaves `out` empty) if absent.
     pub fn get_to_vec(&self, edge_id: u128, out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
-        let Some(off) = self.locate(edge_id) else {
+        let Some(off) = self.locate(edge_id)? else {
             return Ok(false);
         };
         let (h, stored) = self.record(off)?;
@@ -728,7 +729,7 @@ impl PayloadStore {
 
     /// Length of the payload of `edge_id` after decompression, if present.
     pub fn payload_len(&self, edge_id: u128) -> Result<Option<usize>> {
-        match self.locate(edge_id) {
+        match self.locate(edge_id)? {
             None => Ok(None),
             Some(off) => self.record(off).map(|(h, _)| Some(h.raw_len as usize)),
         }
@@ -790,9 +791,17 @@ impl PayloadStore {
         self.decode_vec(offset, &h, stored)
     }
 
-    /// Whether `edge_id` has a payload.
+    /// Whether `edge_id` has a payload. (A damaged DiskHash index page is
+    /// reported through the log callback and answers false; `get` returns
+    /// the error itself.)
     pub fn has_payload(&self, edge_id: u128) -> bool {
-        self.locate(edge_id).is_some()
+        match self.locate(edge_id) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                self.emit(LogLevel::Error, &format!("lookup of {edge_id}: {e}"));
+                false
+            }
+        }
     }
 
     /// Number of live payloads.
@@ -1016,7 +1025,7 @@ impl PayloadStore {
             Err(e) => {
                 err.get_or_insert(e);
             }
-        });
+        })?;
         err.map_or(Ok(()), Err)
     }
 
@@ -1261,7 +1270,7 @@ fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeade
         },
         (Index::Disk(d), IndexWriter::Disk(dw)) => {
             let old = match h.kind {
-                RecordKind::Put | RecordKind::Delete => d.get(h.id, confirm),
+                RecordKind::Put | RecordKind::Delete => d.writer_get(h.id, confirm),
                 RecordKind::Padding => None,
             };
             let (change, entries) = match (h.kind, old) {

@@ -31,7 +31,9 @@ fn hundreds_of_power_cuts() {
         let mut r = Rng(round * 7919 + 1);
         let dir = t.path().join(format!("r{round}"));
         let io = PowerLossIo::new();
+        let backend = backends()[round as usize % backends().len()];
         let opts = Options::default()
+            .backend(backend)
             .auto_checkpoint_bytes(300_000)
             .io(io.clone());
         let s = PayloadStore::open_with_options(&dir, opts).unwrap();
@@ -84,7 +86,8 @@ fn hundreds_of_power_cuts() {
             "round {round}: the cut changed durable bytes"
         );
 
-        let s = PayloadStore::open(&dir)
+        simulate_reboot(&dir.join(index_file(backend)));
+        let s = PayloadStore::open_with_backend(&dir, backend)
             .unwrap_or_else(|e| panic!("round {round}: reopen after power cut: {e}"));
         let mut live = 0;
         for (id, vs) in &versions {

@@ -234,22 +234,6 @@ fn bad_arguments_and_bad_directories_get_specific_errors() {
     ));
 }
 
-/// Plain CRC-32 (IEEE), bitwise: the test's own reference implementation.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 #[test]
 fn compression_can_be_turned_off() {
     let t = TempDir::new("nocomp");

@@ -98,9 +98,11 @@ const VERSION: u32 = 1;
 /// Bytes per page (header and buckets).
 pub const PAGE: u64 = 4096;
 /// Slots per bucket.
-pub const SLOTS: usize = 256;
-const WORDS: usize = SLOTS * 2;
-const MASK: usize = SLOTS - 1;
+pub const SLOTS: usize = 255;
+/// 8-byte words per bucket page.
+const WORDS: usize = 512;
+/// Word of a bucket page that holds its checksum.
+const SUM: usize = 2 * SLOTS;
 /// log2 of the bytes one map covers (1 GiB); maps never move.
 const CHUNK_SHIFT: u32 = 30;
 /// Number of maps: the index file can grow to 16 TiB (~4·10^12 slots).
@@ -132,6 +134,7 @@ const C_ENTRIES: u64 = 32;
 const C_INTENT: u64 = 40;
 const C_CLEANUP: u64 = 48;
 const C_COUNTERS: u64 = 56;
+const C_CRC: u64 = C_COUNTERS + 8 * COUNTER_WORDS as u64;
 
 const STATE_CLEAN: u32 = 1;
 const STATE_DIRTY: u32 = 2;
@@ -210,15 +213,16 @@ pub struct Opened {
 }
 
 #[inline]
+fn fmix(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+#[inline]
 fn hash_of(seed: u64, id: u128) -> u64 {
-    #[inline]
-    fn fmix(mut k: u64) -> u64 {
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        k ^= k >> 33;
-        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        k ^ (k >> 33)
-    }
     let h = fmix(id as u64 ^ fmix((id >> 64) as u64 ^ seed));
     h.max(1)
 }
@@ -247,7 +251,44 @@ fn buckets(geo: u64) -> u64 {
 
 #[inline]
 fn home(hash: u64) -> usize {
-    (hash >> 56) as usize
+    (((hash >> 32) * SLOTS as u64) >> 32) as usize
+}
+
+#[inline]
+fn next(i: usize) -> usize {
+    if i + 1 == SLOTS {
+        0
+    } else {
+        i + 1
+    }
+}
+
+/// A slot's share of its page checksum: position, hash and offset mixed;
+/// 0 for an empty slot (whatever its offset word holds).
+#[inline]
+fn slot_sum(i: usize, h: u64, off: u64) -> u64 {
+    if h == 0 {
+        0
+    } else {
+        fmix(h ^ off.rotate_left(29) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
+
+/// Checksum of the state copy fields that an intent fixes in advance.
+fn copy_crc(st: &DiskState) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    for w in [st.applied_end, st.last_record, st.entries]
+        .iter()
+        .chain(st.counters.words().iter())
+    {
+        h.update(&w.to_le_bytes());
+    }
+    u64::from(h.finalize())
+}
+
+/// Checksum of an empty bucket `b`: never 0, so a zeroed page is caught.
+fn page_seed(seed: u64, b: u64) -> u64 {
+    fmix(seed ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)) | 1
 }
 
 fn header_crc(h: &[u8]) -> u32 {
@@ -272,6 +313,15 @@ impl DiskIndex {
         init[c..c + 8].copy_from_slice(&1u64.to_le_bytes()); // seq
         init[c + 8..c + 16].copy_from_slice(&1u64.to_le_bytes()); // done
         init[c + 16..c + 24].copy_from_slice(&LOG_HEADER_LEN.to_le_bytes());
+        let st0 = DiskState {
+            applied_end: LOG_HEADER_LEN,
+            ..DiskState::default()
+        };
+        let at = c + C_CRC as usize;
+        init[at..at + 8].copy_from_slice(&copy_crc(&st0).to_le_bytes());
+        let seed = u64::from_le_bytes(init[H_SEED..H_SEED + 8].try_into().unwrap());
+        let at = PAGE as usize + 8 * SUM;
+        init[at..at + 8].copy_from_slice(&page_seed(seed, 0).to_le_bytes());
         let write = || -> std::io::Result<()> {
             let f = OpenOptions::new()
                 .write(true)
@@ -372,6 +422,12 @@ impl DiskIndex {
             next: other.2,
             buckets: other.3,
         });
+        let crc_ok = |i: usize| {
+            index.word(H_COPY[i] + C_CRC).load(Ordering::Relaxed) == copy_crc(&copies[i].2)
+        };
+        if !crc_ok(active) || (intent.is_some() && !crc_ok(1 - active)) {
+            return Ok(Err("index state checksum mismatch".into()));
+        }
         if intent.is_some() && !dirty {
             return Ok(Err("index has an unfinished change but is marked clean".into()));
         }
@@ -481,9 +537,30 @@ impl DiskIndex {
     }
 
     /// Looks up the record offset of `id`; `confirm(offset)` checks that the
-    /// record there has this id. Lock-free; touches one bucket page.
+    /// record there has this id. Lock-free; touches one bucket page. When
+    /// the id is not found the page's checksum is verified: `Err(page)` if
+    /// it does not match (a damaged page could hide an entry).
     #[inline]
-    pub fn get(&self, id: u128, mut confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub fn get(
+        &self,
+        id: u128,
+        confirm: impl FnMut(u64) -> bool,
+    ) -> std::result::Result<Option<u64>, u64> {
+        self.lookup(id, confirm, true)
+    }
+
+    /// `get` for the writer: no checksum check (a miss is then an insert).
+    pub fn writer_get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+        self.lookup(id, confirm, false).unwrap_or(None)
+    }
+
+    #[inline]
+    fn lookup(
+        &self,
+        id: u128,
+        mut confirm: impl FnMut(u64) -> bool,
+        verify: bool,
+    ) -> std::result::Result<Option<u64>, u64> {
         let h = self.hash(id);
         loop {
             let geo = self.geo().load(Ordering::Acquire);
@@ -509,24 +586,46 @@ impl DiskIndex {
                         break;
                     }
                 }
-                i = (i + 1) & MASK;
+                i = next(i);
             }
+            let ok = found.is_some() || !verify || self.page_ok(b, slots);
             fence(Ordering::Acquire);
             if stripe.load(Ordering::Relaxed) == seq && self.geo().load(Ordering::Relaxed) == geo
             {
-                return found;
+                return if ok { Ok(found) } else { Err(b) };
             }
         }
     }
 
+    /// Whether bucket `b`'s checksum matches its slots.
+    fn page_ok(&self, b: u64, slots: &[AtomicU64; WORDS]) -> bool {
+        slots[SUM].load(Ordering::Relaxed) == self.page_sum(b, slots)
+    }
+
+    fn page_sum(&self, b: u64, slots: &[AtomicU64; WORDS]) -> u64 {
+        (0..SLOTS).fold(page_seed(self.seed, b), |s, i| {
+            s.wrapping_add(slot_sum(
+                i,
+                slots[2 * i].load(Ordering::Relaxed),
+                slots[2 * i + 1].load(Ordering::Relaxed),
+            ))
+        })
+    }
+
+    /// Index file offset of bucket `b` (for error messages).
+    pub fn page_offset(b: u64) -> u64 {
+        (1 + b) * PAGE
+    }
+
     /// Calls `f(offset)` for every entry (each bucket read consistently).
-    pub fn for_each_offset(&self, mut f: impl FnMut(u64)) {
+    /// `Err(bucket)` at the first page whose checksum does not match.
+    pub fn for_each_offset(&self, mut f: impl FnMut(u64)) -> std::result::Result<(), u64> {
         let mut b = 0;
         let mut offs = Vec::with_capacity(SLOTS);
         loop {
             let geo = self.geo().load(Ordering::Acquire);
             if b >= buckets(geo) {
-                return;
+                return Ok(());
             }
             let stripe = &self.stripes[b as usize % STRIPES];
             let seq = stripe.load(Ordering::Acquire);
@@ -542,9 +641,13 @@ impl DiskIndex {
                     offs.push(slots[2 * i + 1].load(Ordering::Relaxed));
                 }
             }
+            let ok = self.page_ok(b, slots);
             fence(Ordering::Acquire);
             if stripe.load(Ordering::Relaxed) != seq || self.geo().load(Ordering::Relaxed) != geo {
                 continue;
+            }
+            if !ok {
+                return Err(b);
             }
             for &o in &offs {
                 f(o);
@@ -589,24 +692,44 @@ impl DiskIndex {
             if v == h && confirm(slots[2 * i + 1].load(Ordering::Relaxed)) {
                 return Some(i);
             }
-            i = (i + 1) & MASK;
+            i = next(i);
         }
         None
     }
 
+    /// Sets slot `i` of `slots` (bucket `b`) to (h, off), h = 0 clearing it,
+    /// and keeps the page checksum up to date. The offset is stored before
+    /// the hash (Release), the checksum last: an interruption leaves the old
+    /// or the new entry and at worst a checksum that the crash repair
+    /// recomputes.
+    #[inline]
+    fn set_slot(&self, slots: &[AtomicU64; WORDS], i: usize, h: u64, off: u64) {
+        let (oh, oo) = (
+            slots[2 * i].load(Ordering::Relaxed),
+            slots[2 * i + 1].load(Ordering::Relaxed),
+        );
+        let sum = slots[SUM]
+            .load(Ordering::Relaxed)
+            .wrapping_sub(slot_sum(i, oh, oo))
+            .wrapping_add(slot_sum(i, h, if h == 0 { oo } else { off }));
+        if h != 0 {
+            slots[2 * i + 1].store(off, Ordering::Relaxed);
+        }
+        slots[2 * i].store(h, Ordering::Release);
+        slots[SUM].store(sum, Ordering::Release);
+    }
+
     /// Puts (hash, off) into the first empty slot of its probe sequence.
-    /// False if the bucket is full. The offset is stored before the hash
-    /// (Release): an interrupted insert leaves an empty slot.
+    /// False if the bucket is full.
     fn insert(&self, b: u64, h: u64, off: u64) -> bool {
         let slots = self.bucket(b);
         let mut i = home(h);
         for _ in 0..SLOTS {
             if slots[2 * i].load(Ordering::Relaxed) == 0 {
-                slots[2 * i + 1].store(off, Ordering::Relaxed);
-                slots[2 * i].store(h, Ordering::Release);
+                self.set_slot(slots, i, h, off);
                 return true;
             }
-            i = (i + 1) & MASK;
+            i = next(i);
         }
         false
     }
@@ -619,7 +742,7 @@ impl DiskIndex {
         let slots = self.bucket(b);
         let mut j = i;
         for _ in 0..SLOTS - 1 {
-            j = (j + 1) & MASK;
+            j = next(j);
             let h = slots[2 * j].load(Ordering::Relaxed);
             if h == 0 {
                 break;
@@ -633,11 +756,10 @@ impl DiskIndex {
             if stays {
                 continue;
             }
-            slots[2 * i + 1].store(slots[2 * j + 1].load(Ordering::Relaxed), Ordering::Relaxed);
-            slots[2 * i].store(h, Ordering::Release);
+            self.set_slot(slots, i, h, slots[2 * j + 1].load(Ordering::Relaxed));
             i = j;
         }
-        slots[2 * i].store(0, Ordering::Release);
+        self.set_slot(slots, i, 0, 0);
     }
 
     /// Removes from bucket `b` every entry `drop(hash, off, slot)` selects,
@@ -693,6 +815,7 @@ impl DiskIndex {
         for word in dst.iter() {
             word.store(0, Ordering::Relaxed);
         }
+        dst[SUM].store(page_seed(self.seed, n), Ordering::Relaxed);
         for i in 0..SLOTS {
             let h = src[2 * i].load(Ordering::Relaxed);
             if h != 0 && (h >> level) & 1 == 1 {
@@ -772,7 +895,7 @@ impl DiskIndex {
                 if let Some(i) = self.find(b, h, &mut confirm) {
                     self.mark_intent(w, b);
                     let v = self.lock_stripe(b);
-                    self.bucket(b)[2 * i + 1].store(off, Ordering::Release);
+                    self.set_slot(self.bucket(b), i, h, off);
                     self.unlock_stripe(b, v);
                 } else {
                     loop {
@@ -818,6 +941,7 @@ impl DiskIndex {
         for (k, v) in next.counters.words().iter().enumerate() {
             s(C_COUNTERS + 8 * k as u64, *v);
         }
+        s(C_CRC, copy_crc(next));
         // The sequence number is stored last: it makes the intent valid.
         self.word(base + C_SEQ).store(w.seq + 1, Ordering::Release);
     }
@@ -865,13 +989,16 @@ impl DiskIndex {
                             && s[2 * k + 1].load(Ordering::Relaxed) == off
                     })
             });
+            // An interrupted change may have left the checksum behind.
+            let slots = self.bucket(b);
+            slots[SUM].store(self.page_sum(b, slots), Ordering::Release);
         }
         let h = self.hash(id);
         let b = bucket_of(h, geo);
         match change {
             Change::None => {}
             Change::Set(off) => match self.find(b, h, &mut confirm) {
-                Some(i) => self.bucket(b)[2 * i + 1].store(off, Ordering::Release),
+                Some(i) => self.set_slot(self.bucket(b), i, h, off),
                 None => {
                     if !self.insert(b, h, off) {
                         return false;
@@ -952,20 +1079,37 @@ mod tests {
         let (level, _) = geo_parts(idx.geo().load(Ordering::Relaxed));
         assert!(level >= 8, "table grew: level {level}");
         for (o, id) in &at {
-            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), Some(*o));
+            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), Ok(Some(*o)));
         }
-        assert_eq!(idx.get(1, |x| at.get(&x) == Some(&1)), None);
+        assert_eq!(idx.get(1, |x| at.get(&x) == Some(&1)), Ok(None));
         for id in (0..n).step_by(3) {
             state.entries -= 1;
             idx.apply(&mut w, id * 7919, Change::Remove, |o| at.get(&o) == Some(&(id * 7919)), &state)
                 .unwrap();
         }
         let mut seen = 0;
-        idx.for_each_offset(|_| seen += 1);
+        idx.for_each_offset(|_| seen += 1).unwrap();
         assert_eq!(seen as u64, state.entries);
+        // every page's checksum followed the inserts, removes and splits
+        let geo = idx.geo().load(Ordering::Relaxed);
+        for b in 0..buckets(geo) {
+            assert!(idx.page_ok(b, idx.bucket(b)), "bucket {b}");
+        }
+        // a flipped bit in a slot is caught by the next miss in that bucket
+        let victim = idx.bucket(3);
+        let i = (0..SLOTS).find(|&i| victim[2 * i].load(Ordering::Relaxed) != 0).unwrap();
+        victim[2 * i + 1].fetch_xor(1 << 20, Ordering::Relaxed);
+        let miss = (0..u128::MAX)
+            .map(|k| k << 70)
+            .find(|&id| bucket_of(idx.hash(id), geo) == 3)
+            .unwrap();
+        assert_eq!(idx.get(miss, |_| false), Err(3));
+        assert_eq!(idx.for_each_offset(|_| ()), Err(3));
+        victim[2 * i + 1].fetch_xor(1 << 20, Ordering::Relaxed);
+        assert_eq!(idx.get(miss, |_| false), Ok(None));
         for (o, id) in &at {
             let want = (id / 7919 % 3 != 0).then_some(*o);
-            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), want, "id {id}");
+            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), Ok(want), "id {id}");
         }
         assert_eq!(w.state().entries, state.entries);
         drop(idx);
@@ -981,8 +1125,8 @@ mod tests {
         let dir = temp("shift");
         let o = DiskIndex::create(&dir, 1).unwrap();
         let idx = o.index;
-        // Entries whose home is slot 255 wrap into 0, 1, …
-        let hs: Vec<u64> = (0..6u64).map(|k| (255 << 56) | (k + 1) << 1).collect();
+        // Entries whose home is the last slot wrap into 0, 1, …
+        let hs: Vec<u64> = (0..6u64).map(|k| (0xffff_ffff << 32) | (k + 1) << 1).collect();
         for (k, &h) in hs.iter().enumerate() {
             assert!(idx.insert(0, h, 100 + k as u64));
         }

@@ -17,7 +17,15 @@ pub enum IndexBackend {
     DiskHash,
 }
 
+use crate::error::{Error, Result};
 use disk::DiskIndex;
+
+fn damaged_page(bucket: u64) -> Error {
+    Error::Corrupt {
+        offset: DiskIndex::page_offset(bucket),
+        reason: "DiskHash index page checksum mismatch (offset in index.dh; remove that file and it is rebuilt from the log)",
+    }
+}
 use memory::MemIndex;
 
 /// The index a store uses: one of the backends.
@@ -31,18 +39,21 @@ pub enum Index {
 impl Index {
     /// Looks up the record offset of `id` (see the backends' `get`).
     #[inline]
-    pub fn get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub fn get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Result<Option<u64>> {
         match self {
-            Index::Mem(m) => m.get(id, confirm),
-            Index::Disk(d) => d.get(id, confirm),
+            Index::Mem(m) => Ok(m.get(id, confirm)),
+            Index::Disk(d) => d.get(id, confirm).map_err(damaged_page),
         }
     }
 
     /// Calls `f(offset)` for every live entry.
-    pub fn for_each_offset(&self, f: impl FnMut(u64)) {
+    pub fn for_each_offset(&self, f: impl FnMut(u64)) -> Result<()> {
         match self {
-            Index::Mem(m) => m.for_each_offset(f),
-            Index::Disk(d) => d.for_each_offset(f),
+            Index::Mem(m) => {
+                m.for_each_offset(f);
+                Ok(())
+            }
+            Index::Disk(d) => d.for_each_offset(f).map_err(damaged_page),
         }
     }
 

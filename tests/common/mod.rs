@@ -43,6 +43,22 @@ pub fn index_file(backend: IndexBackend) -> &'static str {
     }
 }
 
+/// Plain CRC-32 (IEEE), bitwise: the test's own reference implementation.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
 /// splitmix64: a tiny deterministic PRNG for test data.
 pub struct Rng(pub u64);
 impl Rng {
@@ -88,4 +104,21 @@ pub fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// What a reboot does to a DiskHash index for the next open: if the header
+/// says "dirty" (changed since its last checkpoint), the boot id in it no
+/// longer matches the machine's. Used by the power-loss simulation, which
+/// cannot reboot. (Layout: see src/index/disk.rs.)
+pub fn simulate_reboot(index_file: &Path) {
+    let Ok(mut f) = std::fs::read(index_file) else {
+        return;
+    };
+    if f.len() < 4096 || f[32..36] != 2u32.to_le_bytes() {
+        return;
+    }
+    f[36..72].copy_from_slice(&[b'x'; 36]);
+    let crc = crc32(&f[..72]);
+    f[72..76].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(index_file, f).unwrap();
 }
