@@ -91,7 +91,11 @@ fn status() -> (u64, u64, u64) {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or(0)
     };
-    (kb("VmRSS:") << 10, kb("RssAnon:") << 10, kb("RssFile:") << 10)
+    (
+        kb("VmRSS:") << 10,
+        kb("RssAnon:") << 10,
+        kb("RssFile:") << 10,
+    )
 }
 
 fn read_bytes() -> u64 {
@@ -180,7 +184,10 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("DiskHash benchmark: {n} ids x 8-byte payloads in {}", dir.display());
+    println!(
+        "DiskHash benchmark: {n} ids x 8-byte payloads in {}",
+        dir.display()
+    );
     println!("(auto-checkpoint off during the load, so latencies show table growth only)\n");
 
     // ---- load
@@ -248,8 +255,12 @@ fn main() {
     }
     println!("{}", all.line("all"));
     println!("\nmemory (RssFile = mapped pages of log and index, reclaimable page cache):\n");
-    println!("|          ids |     VmRSS  |   RssAnon  |   RssFile  | index file | B/id   | index RAM |");
-    println!("|--------------|------------|------------|------------|------------|--------|-----------|");
+    println!(
+        "|          ids |     VmRSS  |   RssAnon  |   RssFile  | index file | B/id   | index RAM |"
+    );
+    println!(
+        "|--------------|------------|------------|------------|------------|--------|-----------|"
+    );
     for r in &mem_rows {
         println!("{r}");
     }
@@ -261,7 +272,10 @@ fn main() {
     let s = PayloadStore::open_with_backend(&dir, IndexBackend::DiskHash).unwrap();
     let open = t.elapsed();
     assert_eq!(s.len() as u64, n);
-    println!("\nopen after clean close (DiskHash): {:.3} ms", open.as_secs_f64() * 1e3);
+    println!(
+        "\nopen after clean close (DiskHash): {:.3} ms",
+        open.as_secs_f64() * 1e3
+    );
 
     // ---- cold lookups: index and log evicted from the page cache
     evict(&index);

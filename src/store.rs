@@ -216,7 +216,7 @@ impl PayloadStore {
         let loaded = match opts.backend {
             IndexBackend::HashMap => load_mem_index(&dir, &seg, salt, file_len, &mut report),
             IndexBackend::DiskHash => {
-                load_disk_index(&dir, &seg, salt, file_len, writable, &mut report)?
+                load_disk_index(&dir, &seg, salt, file_len, &opts, &mut report)?
             }
         };
         let Loaded {
@@ -1149,10 +1149,11 @@ fn load_disk_index(
     seg: &Segment,
     salt: u64,
     file_len: u64,
-    writable: bool,
+    opts: &Options,
     report: &mut RecoveryReport,
 ) -> Result<Loaded> {
-    let problem = match DiskIndex::open(dir, salt, writable)? {
+    let writable = !opts.read_only;
+    let problem = match DiskIndex::open(dir, salt, writable, opts.io.clone())? {
         Err(problem) => problem,
         Ok(o) => {
             let st = o.state;
@@ -1190,7 +1191,7 @@ fn load_disk_index(
     if !writable {
         return Err(disk_read_only());
     }
-    let o = DiskIndex::create(dir, salt)?;
+    let o = DiskIndex::create(dir, salt, opts.io.clone())?;
     Ok(Loaded {
         index: Index::Disk(o.index),
         writer: IndexWriter::Disk(o.writer),

@@ -144,7 +144,11 @@ fn kill_9_rounds(backend: IndexBackend) {
         }
         let r = s.stats().recovery;
         assert!(r.repaired_regions.is_empty());
-        assert_eq!(r.source, IndexSource::Checkpoint, "round {round}: no full scan");
+        assert_eq!(
+            r.source,
+            IndexSource::Checkpoint,
+            "round {round}: no full scan"
+        );
         match backend {
             // the tail after the last checkpoint (every 2 MiB)
             IndexBackend::HashMap => assert!(

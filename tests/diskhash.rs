@@ -42,7 +42,10 @@ fn index_ram_does_not_grow_with_ids() {
     assert_eq!(st.payloads, n);
     assert_eq!(st.backend, IndexBackend::DiskHash);
     assert_eq!(st.index_memory_bytes, mem_small, "fixed RAM");
-    assert!(st.index_file_bytes > 50 * file_small, "the table grew on disk");
+    assert!(
+        st.index_file_bytes > 50 * file_small,
+        "the table grew on disk"
+    );
     assert!(
         (st.index_file_bytes as f64 / n as f64) < 40.0,
         "{} index bytes on disk per id",
@@ -117,7 +120,11 @@ fn a_cold_lookup_reads_at_most_one_index_page() {
         let got = s.get(id_of(i)).unwrap();
         assert_eq!(got.is_some(), i < n);
         let (now, _) = resident_pages(&index);
-        assert!(now <= prev + 1, "lookup {k} read {} index pages", now - prev);
+        assert!(
+            now <= prev + 1,
+            "lookup {k} read {} index pages",
+            now - prev
+        );
         reads += now - prev;
         prev = now;
     }

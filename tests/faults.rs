@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use payloadstore::io::{Fault, FaultyIo};
-use payloadstore::{CompressionType, Error, Options, PayloadStore};
+use payloadstore::{CompressionType, Error, IndexBackend, Options, PayloadStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,7 +17,12 @@ fn len_of(id: u128) -> usize {
 }
 
 fn opts(io: &Arc<FaultyIo>) -> Options {
+    opts_for(io, IndexBackend::HashMap)
+}
+
+fn opts_for(io: &Arc<FaultyIo>, backend: IndexBackend) -> Options {
     Options::default()
+        .backend(backend)
         .io(io.clone())
         .auto_checkpoint_bytes(1 << 20)
 }
@@ -31,10 +36,14 @@ fn expected_error(e: &Error) -> bool {
 
 /// The workload: appends (enough to grow the log several times), syncs,
 /// checkpoints, close. Returns the ids acknowledged by a successful sync.
-fn workload(dir: &std::path::Path, io: &Arc<FaultyIo>) -> (Vec<u128>, Vec<String>) {
+fn workload(
+    dir: &std::path::Path,
+    io: &Arc<FaultyIo>,
+    backend: IndexBackend,
+) -> (Vec<u128>, Vec<String>) {
     let mut acked = Vec::new();
     let mut errors = Vec::new();
-    let s = match PayloadStore::open_with_options(dir, opts(io)) {
+    let s = match PayloadStore::open_with_options(dir, opts_for(io, backend)) {
         Ok(s) => s,
         Err(e) => {
             assert!(expected_error(&e), "open: {e}");
@@ -122,8 +131,9 @@ fn workload(dir: &std::path::Path, io: &Arc<FaultyIo>) -> (Vec<u128>, Vec<String
     (acked, errors)
 }
 
-fn verify(dir: &std::path::Path, acked: &[u128], what: &str) {
-    let s = PayloadStore::open(dir).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+fn verify(dir: &std::path::Path, acked: &[u128], what: &str, backend: IndexBackend) {
+    let s = PayloadStore::open_with_backend(dir, backend)
+        .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     for id in acked {
         assert_eq!(
             s.get(*id).unwrap().as_deref(),
@@ -144,9 +154,15 @@ fn verify(dir: &std::path::Path, acked: &[u128], what: &str) {
 
 #[test]
 fn every_io_operation_can_fail() {
+    for backend in backends() {
+        every_io_operation_can_fail_with(backend);
+    }
+}
+
+fn every_io_operation_can_fail_with(backend: IndexBackend) {
     let t = TempDir::new("faults");
     let io = FaultyIo::new();
-    let (acked, errors) = workload(&t.path().join("count"), &io);
+    let (acked, errors) = workload(&t.path().join("count"), &io, backend);
     assert!(errors.is_empty(), "clean run had errors: {errors:?}");
     assert_eq!(acked.len(), 60);
     let total = io.ops();
@@ -163,14 +179,14 @@ fn every_io_operation_can_fail() {
                 "fault {fault:?} at op {n}{}",
                 if sticky { " (sticky)" } else { "" }
             );
-            let (acked, errors) = workload(&dir, &io);
+            let (acked, errors) = workload(&dir, &io, backend);
             assert!(io.injected() > 0, "{what}: not injected");
             assert!(
                 !errors.is_empty(),
                 "{what}: injected but no call reported an error"
             );
             failures_seen += errors.len();
-            verify(&dir, &acked, &what);
+            verify(&dir, &acked, &what, backend);
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
@@ -219,7 +235,12 @@ fn faults_during_recovery_lose_nothing() {
                     *seen.entry(format!("{e}")).or_default() += 1;
                 }
             }
-            verify(&dir, &acked, &format!("recovery fault {fault:?} at op {n}"));
+            verify(
+                &dir,
+                &acked,
+                &format!("recovery fault {fault:?} at op {n}"),
+                IndexBackend::HashMap,
+            );
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

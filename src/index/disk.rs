@@ -81,14 +81,15 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Counters, COUNTER_WORDS, LOG_HEADER_LEN};
+use crate::io::{self, Io};
 use crate::sys;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Name of the index file inside the store directory.
 pub const FILE: &str = "index.dh";
@@ -183,6 +184,8 @@ pub struct DiskIndex {
     map_lock: Mutex<()>,
     stripes: Box<[AtomicU64]>,
     seed: u64,
+    /// Every durable operation on the file (grow, sync) goes through it.
+    io: Arc<dyn Io>,
 }
 
 /// Writer-only state; lives in the store's writer lock.
@@ -298,8 +301,7 @@ fn header_crc(h: &[u8]) -> u32 {
 impl DiskIndex {
     /// Creates a new, empty index file for the log with `log_salt` (replacing
     /// any old one) and opens it.
-    pub fn create(dir: &Path, log_salt: u64) -> Result<Opened> {
-        let tmp = dir.join(TMP_FILE);
+    pub fn create(dir: &Path, log_salt: u64, io: Arc<dyn Io>) -> Result<Opened> {
         let mut init = vec![0u8; 2 * PAGE as usize];
         init[H_MAGIC..H_MAGIC + 8].copy_from_slice(&MAGIC);
         init[H_VERSION..H_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
@@ -322,20 +324,9 @@ impl DiskIndex {
         let seed = u64::from_le_bytes(init[H_SEED..H_SEED + 8].try_into().unwrap());
         let at = PAGE as usize + 8 * SUM;
         init[at..at + 8].copy_from_slice(&page_seed(seed, 0).to_le_bytes());
-        let write = || -> std::io::Result<()> {
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all_at(&init, 0)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(FILE))
-        };
-        write().map_err(|e| Error::io("creating the DiskHash index", &tmp, e))?;
-        sys::sync_dir(dir)?;
-        Self::open(dir, log_salt, true)?.map_err(|_| Error::Corrupt {
+        // Temp file, fsync, rename, directory fsync: never a half-made index.
+        io::write_atomic(&*io, dir, TMP_FILE, FILE, &[&init])?;
+        Self::open(dir, log_salt, true, io)?.map_err(|_| Error::Corrupt {
             offset: 0,
             reason: "a newly created DiskHash index does not read back",
         })
@@ -347,6 +338,7 @@ impl DiskIndex {
         dir: &Path,
         log_salt: u64,
         writable: bool,
+        io: Arc<dyn Io>,
     ) -> Result<std::result::Result<Opened, Unusable>> {
         let path = dir.join(FILE);
         let file = match OpenOptions::new().read(true).write(writable).open(&path) {
@@ -401,6 +393,7 @@ impl DiskIndex {
             map_lock: Mutex::new(()),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             seed: u64_at(H_SEED),
+            io,
         };
         index.map_upto(len)?;
         let geo = index.word(H_GEO).load(Ordering::Acquire);
@@ -429,7 +422,9 @@ impl DiskIndex {
             return Ok(Err("index state checksum mismatch".into()));
         }
         if intent.is_some() && !dirty {
-            return Ok(Err("index has an unfinished change but is marked clean".into()));
+            return Ok(Err(
+                "index has an unfinished change but is marked clean".into()
+            ));
         }
         Ok(Ok(Opened {
             writer: DiskWriter {
@@ -485,7 +480,9 @@ impl DiskIndex {
         let map = self.chunks[(at >> CHUNK_SHIFT) as usize]
             .get()
             .expect("index page mapped before use");
-        let ptr = map.as_mut_ptr().wrapping_add((at & ((1 << CHUNK_SHIFT) - 1)) as usize);
+        let ptr = map
+            .as_mut_ptr()
+            .wrapping_add((at & ((1 << CHUNK_SHIFT) - 1)) as usize);
         // SAFETY: `at` lies in a page below the file's length (header, or a
         // bucket below the published geometry / the writer's reserved
         // capacity), inside this chunk's map, which lives as long as `self`.
@@ -590,8 +587,7 @@ impl DiskIndex {
             }
             let ok = found.is_some() || !verify || self.page_ok(b, slots);
             fence(Ordering::Acquire);
-            if stripe.load(Ordering::Relaxed) == seq && self.geo().load(Ordering::Relaxed) == geo
-            {
+            if stripe.load(Ordering::Relaxed) == seq && self.geo().load(Ordering::Relaxed) == geo {
                 return if ok { Ok(found) } else { Err(b) };
             }
         }
@@ -792,7 +788,7 @@ impl DiskIndex {
         }
         let old = w.capacity * PAGE;
         let new = (pages * PAGE).max(old + (old / 8).max(GROW_MIN).next_multiple_of(PAGE));
-        sys::reserve(&self.file, &self.path, old, new)?;
+        self.io.reserve(&self.file, &self.path, old, new)?;
         self.map_upto(new)?;
         w.capacity = new / PAGE;
         Ok(())
@@ -833,7 +829,9 @@ impl DiskIndex {
         // 3. Drop the movers from `p` (recorded first, for crash repair).
         self.word(H_COPY[1 - w.active] + C_CLEANUP)
             .store(p + 1, Ordering::Release);
-        self.purge(p, |s, i| (s[2 * i].load(Ordering::Relaxed) >> level) & 1 == 1);
+        self.purge(p, |s, i| {
+            (s[2 * i].load(Ordering::Relaxed) >> level) & 1 == 1
+        });
         if !same {
             self.unlock_stripe(n, sn);
         }
@@ -864,8 +862,9 @@ impl DiskIndex {
         let crc = header_crc(&h);
         h[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         hp.copy_from_slice(&h);
-        map.flush_range(0, PAGE as usize)
-            .map_err(|e| Error::io("syncing the index header", &self.path, e))
+        // fsync writes back the file's dirty pages, mapped ones included
+        // (just after a checkpoint that is this header page alone).
+        self.io.sync_data(&self.file, &self.path)
     }
 
     /// Applies one log record's change to the index and commits `next` as the
@@ -1017,12 +1016,7 @@ impl DiskIndex {
 
     /// Syncs every page to disk (no lock needed; the writer may run).
     pub fn flush(&self) -> Result<()> {
-        for c in self.chunks.iter() {
-            let Some(map) = c.get() else { break };
-            map.flush()
-                .map_err(|e| Error::io("syncing the DiskHash index", &self.path, e))?;
-        }
-        Ok(())
+        self.io.sync_data(&self.file, &self.path)
     }
 
     /// Makes the file a checkpoint: syncs the pages, then marks the header
@@ -1063,7 +1057,7 @@ mod tests {
     #[test]
     fn set_get_remove_across_splits() {
         let dir = temp("ops");
-        let o = DiskIndex::create(&dir, 7).unwrap();
+        let o = DiskIndex::create(&dir, 7, Arc::new(io::OsIo)).unwrap();
         let (idx, mut w) = (o.index, o.writer);
         let mut at: HashMap<u64, u128> = HashMap::new();
         let mut state = DiskState::default();
@@ -1073,8 +1067,14 @@ mod tests {
             off += 40;
             at.insert(off, id * 7919);
             state.entries += 1;
-            idx.apply(&mut w, id * 7919, Change::Set(off), |o| at.get(&o) == Some(&(id * 7919)), &state)
-                .unwrap();
+            idx.apply(
+                &mut w,
+                id * 7919,
+                Change::Set(off),
+                |o| at.get(&o) == Some(&(id * 7919)),
+                &state,
+            )
+            .unwrap();
         }
         let (level, _) = geo_parts(idx.geo().load(Ordering::Relaxed));
         assert!(level >= 8, "table grew: level {level}");
@@ -1084,8 +1084,14 @@ mod tests {
         assert_eq!(idx.get(1, |x| at.get(&x) == Some(&1)), Ok(None));
         for id in (0..n).step_by(3) {
             state.entries -= 1;
-            idx.apply(&mut w, id * 7919, Change::Remove, |o| at.get(&o) == Some(&(id * 7919)), &state)
-                .unwrap();
+            idx.apply(
+                &mut w,
+                id * 7919,
+                Change::Remove,
+                |o| at.get(&o) == Some(&(id * 7919)),
+                &state,
+            )
+            .unwrap();
         }
         let mut seen = 0;
         idx.for_each_offset(|_| seen += 1).unwrap();
@@ -1097,7 +1103,9 @@ mod tests {
         }
         // a flipped bit in a slot is caught by the next miss in that bucket
         let victim = idx.bucket(3);
-        let i = (0..SLOTS).find(|&i| victim[2 * i].load(Ordering::Relaxed) != 0).unwrap();
+        let i = (0..SLOTS)
+            .find(|&i| victim[2 * i].load(Ordering::Relaxed) != 0)
+            .unwrap();
         victim[2 * i + 1].fetch_xor(1 << 20, Ordering::Relaxed);
         let miss = (0..u128::MAX)
             .map(|k| k << 70)
@@ -1109,24 +1117,35 @@ mod tests {
         assert_eq!(idx.get(miss, |_| false), Ok(None));
         for (o, id) in &at {
             let want = (id / 7919 % 3 != 0).then_some(*o);
-            assert_eq!(idx.get(*id, |x| at.get(&x) == Some(id)), Ok(want), "id {id}");
+            assert_eq!(
+                idx.get(*id, |x| at.get(&x) == Some(id)),
+                Ok(want),
+                "id {id}"
+            );
         }
         assert_eq!(w.state().entries, state.entries);
         drop(idx);
-        let o = DiskIndex::open(&dir, 7, true).unwrap().unwrap();
+        let o = DiskIndex::open(&dir, 7, true, Arc::new(io::OsIo))
+            .unwrap()
+            .unwrap();
         assert!(o.dirty && o.intent.is_none());
         assert_eq!(o.state.entries, state.entries);
-        assert!(matches!(DiskIndex::open(&dir, 8, true).unwrap(), Err(_)));
+        assert!(matches!(
+            DiskIndex::open(&dir, 8, true, Arc::new(io::OsIo)).unwrap(),
+            Err(_)
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn backward_shift_keeps_clusters_reachable() {
         let dir = temp("shift");
-        let o = DiskIndex::create(&dir, 1).unwrap();
+        let o = DiskIndex::create(&dir, 1, Arc::new(io::OsIo)).unwrap();
         let idx = o.index;
         // Entries whose home is the last slot wrap into 0, 1, …
-        let hs: Vec<u64> = (0..6u64).map(|k| (0xffff_ffff << 32) | (k + 1) << 1).collect();
+        let hs: Vec<u64> = (0..6u64)
+            .map(|k| (0xffff_ffff << 32) | (k + 1) << 1)
+            .collect();
         for (k, &h) in hs.iter().enumerate() {
             assert!(idx.insert(0, h, 100 + k as u64));
         }
