@@ -149,30 +149,41 @@ fn stats_report_compression_and_index_memory() {
 
 #[test]
 fn second_handle_is_locked_and_read_only_handles_share() {
-    let t = TempDir::new("lock");
-    let s = PayloadStore::open(t.store()).unwrap();
-    s.append(1, b"one", None).unwrap();
-    assert!(matches!(
-        PayloadStore::open(t.store()),
-        Err(Error::Locked { .. })
-    ));
-    assert!(matches!(
-        PayloadStore::open_with_options(t.store(), Options::default().read_only(true)),
-        Err(Error::Locked { .. })
-    ));
-    drop(s);
-    let r1 =
-        PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
-    let r2 =
-        PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
-    assert_eq!(r1.get(1).unwrap().unwrap(), b"one");
-    assert_eq!(r2.get(1).unwrap().unwrap(), b"one");
-    assert!(matches!(r1.append(2, b"x", None), Err(Error::ReadOnly)));
-    assert!(matches!(r1.save_index(), Err(Error::ReadOnly)));
-    assert!(matches!(
-        PayloadStore::open(t.store()),
-        Err(Error::Locked { .. })
-    ));
+    for backend in backends() {
+        let t = TempDir::new("lock");
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        s.append(1, b"one", None).unwrap();
+        assert!(matches!(
+            PayloadStore::open_with_backend(t.store(), backend),
+            Err(Error::Locked { .. })
+        ));
+        assert!(matches!(
+            PayloadStore::open_with_options(
+                t.store(),
+                Options::default().read_only(true).backend(backend)
+            ),
+            Err(Error::Locked { .. })
+        ));
+        drop(s);
+        let r1 = PayloadStore::open_with_options(
+            t.store(),
+            Options::default().read_only(true).backend(backend),
+        )
+        .unwrap();
+        let r2 = PayloadStore::open_with_options(
+            t.store(),
+            Options::default().read_only(true).backend(backend),
+        )
+        .unwrap();
+        assert_eq!(r1.get(1).unwrap().unwrap(), b"one");
+        assert_eq!(r2.get(1).unwrap().unwrap(), b"one");
+        assert!(matches!(r1.append(2, b"x", None), Err(Error::ReadOnly)));
+        assert!(matches!(r1.save_index(), Err(Error::ReadOnly)));
+        assert!(matches!(
+            PayloadStore::open_with_backend(t.store(), backend),
+            Err(Error::Locked { .. })
+        ));
+    }
 }
 
 #[test]
@@ -276,24 +287,26 @@ fn memory_warnings_reach_the_callback() {
 
 #[test]
 fn for_each_visits_every_live_payload() {
-    let t = TempDir::new("iter");
-    let s = PayloadStore::open(t.store()).unwrap();
-    for i in 0..1000u128 {
-        s.append(i * 3, &payload(i, 10), None).unwrap();
+    for backend in backends() {
+        let t = TempDir::new("iter");
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        for i in 0..1000u128 {
+            s.append(i * 3, &payload(i, 10), None).unwrap();
+        }
+        s.delete(0).unwrap();
+        let mut ids = Vec::new();
+        s.for_each(|id, (off, len, tag)| {
+            assert_eq!(
+                s.get_at_offset(off, len, CompressionType::try_from(tag).unwrap())
+                    .unwrap(),
+                payload(id / 3, 10)
+            );
+            ids.push(id);
+        })
+        .unwrap();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..1000u128).map(|i| i * 3).collect::<Vec<_>>());
     }
-    s.delete(0).unwrap();
-    let mut ids = Vec::new();
-    s.for_each(|id, (off, len, tag)| {
-        assert_eq!(
-            s.get_at_offset(off, len, CompressionType::try_from(tag).unwrap())
-                .unwrap(),
-            payload(id / 3, 10)
-        );
-        ids.push(id);
-    })
-    .unwrap();
-    ids.sort_unstable();
-    assert_eq!(ids, (1..1000u128).map(|i| i * 3).collect::<Vec<_>>());
 }
 
 #[test]
@@ -342,24 +355,26 @@ fn append_batch_matches_append() {
 
 #[test]
 fn large_batches_span_many_vectored_writes() {
-    let t = TempDir::new("bigbatch");
-    let s = PayloadStore::open(t.store()).unwrap();
-    // 3000 records = 6000 buffers: more than one pwritev (at most 1024 each)
-    let datas: Vec<(u128, Vec<u8>)> = (0..3000u128)
-        .map(|i| (i, payload(i, (i % 50) as usize)))
-        .collect();
-    let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
-    let locs = s.append_batch(&refs, None).unwrap();
-    let mut expect_off = locs[0].0;
-    for ((id, data), loc) in datas.iter().zip(&locs) {
-        assert_eq!(loc.0, expect_off, "records are back to back");
-        expect_off += 32 + u64::from(loc.1);
-        assert_eq!(&s.get(*id).unwrap().unwrap(), data);
+    for backend in backends() {
+        let t = TempDir::new("bigbatch");
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        // 3000 records = 6000 buffers: more than one pwritev (at most 1024 each)
+        let datas: Vec<(u128, Vec<u8>)> = (0..3000u128)
+            .map(|i| (i, payload(i, (i % 50) as usize)))
+            .collect();
+        let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+        let locs = s.append_batch(&refs, None).unwrap();
+        let mut expect_off = locs[0].0;
+        for ((id, data), loc) in datas.iter().zip(&locs) {
+            assert_eq!(loc.0, expect_off, "records are back to back");
+            expect_off += 32 + u64::from(loc.1);
+            assert_eq!(&s.get(*id).unwrap().unwrap(), data);
+        }
+        assert_eq!(s.appended_offset(), expect_off);
+        drop(s);
+        std::fs::remove_file(t.store().join(index_file(backend))).unwrap();
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        assert_eq!(s.len(), 3000);
+        assert_eq!(s.get(2999).unwrap().unwrap(), datas[2999].1);
     }
-    assert_eq!(s.appended_offset(), expect_off);
-    drop(s);
-    std::fs::remove_file(t.store().join("index.ckpt")).unwrap();
-    let s = PayloadStore::open(t.store()).unwrap();
-    assert_eq!(s.len(), 3000);
-    assert_eq!(s.get(2999).unwrap().unwrap(), datas[2999].1);
 }
