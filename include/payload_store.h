@@ -289,7 +289,8 @@ ps_status ps_options_set_memory_warnings(struct ps_options *opts,
                                          const uint64_t *thresholds,
                                          size_t count);
 
-// Checkpoints the index automatically after this many appended bytes (0 = never).
+// Checkpoints the index automatically after this many appended bytes (0 = never;
+// HashMap backend only, the DiskHash table is checkpointed at save and close).
 ps_status ps_options_set_auto_checkpoint(struct ps_options *opts, uint64_t bytes);
 
 // Opens (creating if needed) the store in directory `dir` (NUL-terminated).

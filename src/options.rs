@@ -128,6 +128,8 @@ impl Options {
     }
     /// Saves the index checkpoint automatically after this many appended
     /// bytes (0 = never; default 1 GiB), which bounds recovery time.
+    /// HashMap backend only: the DiskHash table is updated in place and
+    /// checkpointed by `save_index` and `close`.
     pub fn auto_checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.auto_checkpoint_bytes = bytes;
         self

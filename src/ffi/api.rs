@@ -334,7 +334,8 @@ pub extern "C" fn ps_options_set_memory_warnings(
     })
 }
 
-/// Checkpoints the index automatically after this many appended bytes (0 = never).
+/// Checkpoints the index automatically after this many appended bytes (0 = never;
+/// HashMap backend only, the DiskHash table is checkpointed at save and close).
 #[no_mangle]
 pub extern "C" fn ps_options_set_auto_checkpoint(opts: *mut ps_options, bytes: u64) -> ps_status {
     set_option(opts, |o| Ok(o.auto_checkpoint_bytes(bytes)))
