@@ -216,12 +216,8 @@ pub struct Opened {
 }
 
 #[inline]
-fn fmix(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
+fn fmix(k: u64) -> u64 {
+    fmix_const(k)
 }
 
 #[inline]
@@ -266,15 +262,33 @@ fn next(i: usize) -> usize {
     }
 }
 
-/// A slot's share of its page checksum: position, hash and offset mixed;
-/// 0 for an empty slot (whatever its offset word holds).
+/// Odd per-position multipliers of the page checksum.
+const SLOT_MUL: [u64; SLOTS] = {
+    let mut m = [0u64; SLOTS];
+    let mut i = 0;
+    while i < SLOTS {
+        m[i] = fmix_const(i as u64 + 1) | 1;
+        i += 1;
+    }
+    m
+};
+
+const fn fmix_const(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// A slot's share of its page checksum: hash and offset combined, times an
+/// odd constant of the position (a bijection: any change of one slot changes
+/// the sum; swapped slots too); 0 for an empty slot, whatever its offset
+/// word holds. One multiply per slot, so a miss can afford to check a page.
 #[inline]
 fn slot_sum(i: usize, h: u64, off: u64) -> u64 {
-    if h == 0 {
-        0
-    } else {
-        fmix(h ^ off.rotate_left(29) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
-    }
+    let live = u64::from(h != 0).wrapping_neg();
+    (h ^ off.rotate_left(29)).wrapping_mul(SLOT_MUL[i]) & live
 }
 
 /// Checksum of the state copy fields that an intent fixes in advance.
