@@ -80,7 +80,7 @@ static void test_open_errors(const char *dir) {
         for (uint64_t i = 0; i < 1000; i++) {
             ps_edge_id id = {7, i};
             uint64_t v = i * 3 + 1;
-            if (round == 0) CHECK_ST(ps_store_append(d, id, &v, sizeof v, PS_COMPRESSION_AUTO, NULL), PS_OK);
+            if (round == 0) CHECK_ST(ps_store_append(d, id, (const uint8_t *)&v, sizeof v, PS_COMPRESSION_AUTO, NULL), PS_OK);
             ps_buf b = {NULL, 0};
             CHECK_ST(ps_store_get(d, id, &b), PS_OK);
             CHECK(b.len == sizeof v && memcmp(b.data, &v, sizeof v) == 0);
