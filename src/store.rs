@@ -648,8 +648,16 @@ impl PayloadStore {
     /// Offset of the newest record of `edge_id`.
     #[inline]
     fn locate(&self, edge_id: u128) -> Result<Option<u64>> {
-        self.index
-            .get(edge_id, |off| self.seg.peek_id(off) == Some(edge_id))
+        self.index.get(
+            edge_id,
+            |off| self.seg.peek_id(off) == Some(edge_id),
+            |off| self.is_delete(off),
+        )
+    }
+
+    /// Whether the record at `off` is a tombstone.
+    fn is_delete(&self, off: u64) -> bool {
+        is_delete_at(&self.seg, off)
     }
 
     /// The verified header and stored bytes of the record at `off`.
@@ -1025,6 +1033,26 @@ impl PayloadStore {
     /// ```
     pub fn for_each(&self, mut f: impl FnMut(u128, (u64, u32, u8))) -> Result<()> {
         let mut err = None;
+        if let Index::DiskOverlay(d, tail) = &self.index {
+            // The table's entries unless the tail has a newer record of the
+            // id, then the tail's payloads.
+            let newer = |id: u128| tail.get(id, |o| self.seg.peek_id(o) == Some(id)).is_some();
+            let mut emit = |off: u64, from_tail: bool| match self.record(off) {
+                Ok((h, _)) if from_tail && h.kind != RecordKind::Put => {}
+                Ok((h, _)) if !from_tail && newer(h.id) => {}
+                Ok((h, _)) => f(h.id, (off, h.stored_len, h.compression as u8)),
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            };
+            d.for_each_offset(|off| emit(off, false))
+                .map_err(|b| Error::Corrupt {
+                    offset: DiskIndex::page_offset(b),
+                    reason: "DiskHash index page checksum mismatch",
+                })?;
+            tail.for_each_offset(|off| emit(off, true));
+            return err.map_or(Ok(()), Err);
+        }
         self.index.for_each_offset(|off| match self.record(off) {
             Ok((h, _)) => f(h.id, (off, h.stored_len, h.compression as u8)),
             Err(e) => {
@@ -1174,9 +1202,17 @@ fn load_disk_index(
                     if finished {
                         let st = *dw.state();
                         report.source = IndexSource::Checkpoint;
+                        let (index, writer) = if writable {
+                            (Index::Disk(index), IndexWriter::Disk(dw))
+                        } else {
+                            // Read-only: whatever the log holds past the
+                            // table goes into a RAM overlay.
+                            let (tail, mw) = MemIndex::new(0);
+                            (Index::DiskOverlay(index, tail), IndexWriter::Mem(mw))
+                        };
                         return Ok(Loaded {
-                            index: Index::Disk(index),
-                            writer: IndexWriter::Disk(dw),
+                            index,
+                            writer,
                             counters: st.counters,
                             start: (st.applied_end, st.last_record),
                             mark: CheckpointMark {
@@ -1297,12 +1333,38 @@ fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeade
             w.last_record = off;
             return Ok(());
         }
+        (Index::DiskOverlay(d, tail), IndexWriter::Mem(mw)) => {
+            let old = match h.kind {
+                RecordKind::Put | RecordKind::Delete => {
+                    let prev = match tail.get(h.id, confirm) {
+                        Some(o) if is_delete_at(seg, o) => None,
+                        Some(o) => Some(o),
+                        None => d.writer_get(h.id, confirm),
+                    };
+                    tail.upsert(mw, h.id, off, confirm);
+                    prev
+                }
+                RecordKind::Padding => None,
+            };
+            account(seg, &mut c, old, h);
+            w.counters = c;
+            w.last_record = off;
+            return Ok(());
+        }
         _ => unreachable!("index and writer state of different backends"),
     };
     account(seg, &mut c, old, h);
     w.counters = c;
     w.last_record = off;
     Ok(())
+}
+
+/// Whether the record at `off` is a tombstone.
+fn is_delete_at(seg: &Segment, off: u64) -> bool {
+    seg.bytes(off, RECORD_HEADER_LEN)
+        .and_then(|b| <&[u8; RECORD_HEADER_LEN]>::try_from(b).ok())
+        .and_then(|b| RecordHeader::decode(b).ok())
+        .is_some_and(|h| h.kind == RecordKind::Delete)
 }
 
 /// Counts record `h` (replacing or deleting the record at `old`, if any).

@@ -34,15 +34,30 @@ pub enum Index {
     Mem(MemIndex),
     /// In a mapped file.
     Disk(DiskIndex),
+    /// A read-only view of a DiskHash table that is behind the log: the
+    /// records it has not seen are indexed in RAM (offsets of the newest
+    /// record per id, deletes included), looked up first.
+    DiskOverlay(DiskIndex, MemIndex),
 }
 
 impl Index {
-    /// Looks up the record offset of `id` (see the backends' `get`).
+    /// Looks up the record offset of `id` (see the backends' `get`);
+    /// `is_delete(offset)` tells a tombstone (only the overlay holds them).
     #[inline]
-    pub fn get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Result<Option<u64>> {
+    pub fn get(
+        &self,
+        id: u128,
+        mut confirm: impl FnMut(u64) -> bool,
+        is_delete: impl Fn(u64) -> bool,
+    ) -> Result<Option<u64>> {
         match self {
             Index::Mem(m) => Ok(m.get(id, confirm)),
             Index::Disk(d) => d.get(id, confirm).map_err(damaged_page),
+            Index::DiskOverlay(d, tail) => match tail.get(id, &mut confirm) {
+                Some(off) if is_delete(off) => Ok(None),
+                Some(off) => Ok(Some(off)),
+                None => d.get(id, confirm).map_err(damaged_page),
+            },
         }
     }
 
@@ -54,6 +69,7 @@ impl Index {
                 Ok(())
             }
             Index::Disk(d) => d.for_each_offset(f).map_err(damaged_page),
+            Index::DiskOverlay(..) => unreachable!("the store iterates an overlay itself"),
         }
     }
 
@@ -62,6 +78,7 @@ impl Index {
         match self {
             Index::Mem(m) => m.memory_bytes(),
             Index::Disk(d) => d.memory_bytes(),
+            Index::DiskOverlay(d, tail) => d.memory_bytes() + tail.memory_bytes(),
         }
     }
 
@@ -69,7 +86,7 @@ impl Index {
     pub fn file_bytes(&self) -> u64 {
         match self {
             Index::Mem(_) => 0,
-            Index::Disk(d) => d.file_bytes(),
+            Index::Disk(d) | Index::DiskOverlay(d, _) => d.file_bytes(),
         }
     }
 }
