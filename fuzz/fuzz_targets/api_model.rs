@@ -2,13 +2,20 @@
 //! including clean reopen, reopen without checkpoint and crash (abandon).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use payloadstore::{CompressionType, PayloadStore};
+use payloadstore::{CompressionType, IndexBackend, PayloadStore};
 use std::collections::HashMap;
 
 fuzz_target!(|data: &[u8]| {
     let d = std::env::temp_dir().join(format!("ps-fuzz-model-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    let mut s = Some(PayloadStore::open(&d).unwrap());
+    // odd-length inputs run the DiskHash backend
+    let (backend, index) = if data.len() % 2 == 1 {
+        (IndexBackend::DiskHash, "index.dh")
+    } else {
+        (IndexBackend::HashMap, "index.ckpt")
+    };
+    let open = || PayloadStore::open_with_backend(&d, backend).unwrap();
+    let mut s = Some(open());
     let mut model: HashMap<u128, Vec<u8>> = HashMap::new();
     for (step, op) in data.chunks(3).enumerate() {
         let st = s.as_ref().unwrap();
@@ -32,13 +39,13 @@ fuzz_target!(|data: &[u8]| {
             8 => {
                 s.take().unwrap().close().unwrap();
                 if arg & 1 == 1 {
-                    let _ = std::fs::remove_file(d.join("index.ckpt"));
+                    let _ = std::fs::remove_file(d.join(index));
                 }
-                s = Some(PayloadStore::open(&d).unwrap());
+                s = Some(open());
             }
             _ => {
                 s.take().unwrap().abandon();
-                s = Some(PayloadStore::open(&d).unwrap());
+                s = Some(open());
             }
         }
         assert_eq!(s.as_ref().unwrap().len(), model.len());

@@ -1,11 +1,12 @@
 //! (a) Open a directory whose log and index files are arbitrary bytes — or
 //! well-formed records (valid checksums) with arbitrary damage applied — and
 //! read everything the store claims to hold. Errors are fine; panics, hangs
-//! and wrong bytes are not.
+//! and wrong bytes are not. With the DiskHash backend the damage can also hit
+//! a real `index.dh` built for the log.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use payloadstore::format::{self, LogHeader, RecordHeader, RecordKind};
-use payloadstore::{CompressionType, Options, PayloadStore};
+use payloadstore::{CompressionType, IndexBackend, Options, PayloadStore};
 
 fn dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ps-fuzz-open-{}", std::process::id()))
@@ -83,13 +84,42 @@ fuzz_target!(|data: &[u8]| {
         log
     };
     std::fs::write(d.join("payload.data"), &log).unwrap();
+    let backend = if mode & 32 != 0 {
+        IndexBackend::DiskHash
+    } else {
+        IndexBackend::HashMap
+    };
     if mode & 4 != 0 {
-        std::fs::write(d.join("index.ckpt"), b).unwrap();
+        if backend == IndexBackend::DiskHash {
+            // A real index.dh for this log (as far as it opens), damaged by
+            // (position, xor) quadruples from `b`; then the log as it was.
+            let build = Options::default().backend(backend).repair(true);
+            if let Ok(s) = PayloadStore::open_with_options(&d, build) {
+                let _ = s.close();
+            }
+            if let Ok(mut f) = std::fs::read(d.join("index.dh")) {
+                for p in b.chunks(4) {
+                    if p.len() == 4 && !f.is_empty() {
+                        let at = u32::from_le_bytes([p[0], p[1], p[2], 0]) as usize % f.len();
+                        f[at] ^= p[3];
+                    }
+                }
+                std::fs::write(d.join("index.dh"), f).unwrap();
+            }
+            std::fs::write(d.join("payload.data"), &log).unwrap();
+        } else {
+            std::fs::write(d.join("index.ckpt"), b).unwrap();
+        }
     }
     let opts = Options::default()
+        .backend(backend)
         .repair(mode & 8 != 0)
         .read_only(mode & 64 != 0);
-    let undamaged = mode & 1 == 1 && b.len() < 3 && mode & 2 == 0;
+    // (a read-only DiskHash open of a log without its table is refused)
+    let undamaged = mode & 1 == 1
+        && b.len() < 3
+        && mode & 2 == 0
+        && !(backend == IndexBackend::DiskHash && mode & 64 != 0);
     match PayloadStore::open_with_options(&d, opts) {
         Ok(s) => {
             let mut ids = Vec::new();
