@@ -1015,6 +1015,8 @@ impl PayloadStore {
     }
 
     /// Calls `f(edge_id, location)` for every live payload, in no particular order.
+    /// Appends running meanwhile may or may not be visited; with DiskHash, an
+    /// id whose bucket is split meanwhile can be visited twice.
     ///
     /// ```
     /// # use payloadstore::*;
