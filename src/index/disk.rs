@@ -892,6 +892,11 @@ impl DiskIndex {
         mut confirm: impl FnMut(u64) -> bool,
         next: &DiskState,
     ) -> Result<()> {
+        if !self.writable {
+            // A read-only map must never be stored to (SIGSEGV); the store
+            // never gets here with one, this keeps it so.
+            return Err(Error::ReadOnly);
+        }
         if !w.dirty {
             self.set_state(STATE_DIRTY)?;
             w.dirty = true;
@@ -984,6 +989,9 @@ impl DiskIndex {
         change: Change,
         mut confirm: impl FnMut(u64) -> bool,
     ) -> bool {
+        if !self.writable {
+            return false;
+        }
         let geo = self.geo().load(Ordering::Relaxed);
         let n = buckets(geo);
         for b in intent.buckets.iter().filter(|&&b| b != 0).map(|b| b - 1) {
@@ -1037,7 +1045,7 @@ impl DiskIndex {
     /// clean. The caller holds the writer lock and has made the log durable
     /// up to the applied end.
     pub fn checkpoint(&self, w: &mut DiskWriter) -> Result<()> {
-        if !w.dirty {
+        if !w.dirty || !self.writable {
             return Ok(());
         }
         self.flush()?;
