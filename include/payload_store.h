@@ -48,7 +48,8 @@
 // Index backend: in-memory table (default).
 #define PS_INDEX_HASHMAP 0
 
-// Index backend: on-disk hash table (not yet available: `PS_ERR_UNSUPPORTED` at open).
+// Index backend: on-disk linear hash table (`index.dh`): fixed RAM, one page read
+// per cold lookup, for stores of tens of millions to billions of payloads.
 #define PS_INDEX_DISKHASH 1
 
 // Sync policy: only `ps_store_sync` (and close) make appends durable (default).
@@ -222,7 +223,8 @@ typedef struct ps_stats {
 // An earlier fsync failed; the handle refuses writes until reopened.
 #define PS_ERR_POISONED 202
 
-// The feature is not available in this build.
+// The request cannot be served here (e.g. a read-only DiskHash open whose
+// index must first be repaired or rebuilt by a writable open).
 #define PS_ERR_UNSUPPORTED 203
 
 // An operating-system I/O call failed.

@@ -92,7 +92,8 @@ pub enum Error {
     InvalidCompression(u8),
     /// A caller-supplied argument is invalid.
     InvalidArgument(&'static str),
-    /// The requested feature is not available in this build.
+    /// The request cannot be served in this situation (e.g. a read-only
+    /// DiskHash open whose index a writable open must repair or rebuild first).
     Unsupported(&'static str),
 }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 /// Index backend: in-memory table (default).
 pub const PS_INDEX_HASHMAP: i32 = 0;
-/// Index backend: on-disk hash table (not yet available: `PS_ERR_UNSUPPORTED` at open).
+/// Index backend: on-disk linear hash table (`index.dh`): fixed RAM, one page read
+/// per cold lookup, for stores of tens of millions to billions of payloads.
 pub const PS_INDEX_DISKHASH: i32 = 1;
 
 /// Sync policy: only `ps_store_sync` (and close) make appends durable (default).

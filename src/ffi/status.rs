@@ -33,7 +33,8 @@ pub const PS_ERR_LOCKED: ps_status = 200;
 pub const PS_ERR_READ_ONLY: ps_status = 201;
 /// An earlier fsync failed; the handle refuses writes until reopened.
 pub const PS_ERR_POISONED: ps_status = 202;
-/// The feature is not available in this build.
+/// The request cannot be served here (e.g. a read-only DiskHash open whose
+/// index must first be repaired or rebuilt by a writable open).
 pub const PS_ERR_UNSUPPORTED: ps_status = 203;
 
 /// An operating-system I/O call failed.
