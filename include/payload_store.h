@@ -185,6 +185,8 @@ typedef struct ps_stats {
   uint32_t recovery_checkpoint_rejected;
   // Duration of the open, microseconds.
   uint64_t recovery_micros;
+  // Bytes of the DiskHash index file in use (0 with `PS_INDEX_HASHMAP`).
+  uint64_t index_file_bytes;
 } ps_stats;
 
 // Success.

@@ -133,6 +133,8 @@ pub struct ps_stats {
     pub recovery_checkpoint_rejected: u32,
     /// Duration of the open, microseconds.
     pub recovery_micros: u64,
+    /// Bytes of the DiskHash index file in use (0 with `PS_INDEX_HASHMAP`).
+    pub index_file_bytes: u64,
 }
 
 /// Receives the store's log messages (memory warnings, recovery, errors):
@@ -616,6 +618,7 @@ pub extern "C" fn ps_store_stats(store: *const ps_store, out_stats: *mut ps_stat
                     r.checkpoint_problem.is_some() && r.source == IndexSource::FullScan,
                 ),
                 recovery_micros: r.duration.as_micros() as u64,
+                index_file_bytes: st.index_file_bytes,
             },
         );
         Ok(PS_OK)
