@@ -45,6 +45,9 @@ const PARALLEL_COMPRESS_BYTES: usize = 1 << 20;
 /// An encoded record: header, sealed header bytes, compressed bytes (if any).
 type Encoded = (RecordHeader, [u8; RECORD_HEADER_LEN], Option<Vec<u8>>);
 
+/// Records applied together at open (see the scan in `open_with_options`).
+const APPLY_GROUP: usize = 32;
+
 /// Durable progress after which a sync also refreshes the header watermark.
 const WATERMARK_STEP: u64 = 16 << 20;
 
@@ -245,14 +248,31 @@ impl PayloadStore {
             repair: opts.repair,
             writable,
         };
+        // Records are applied in small groups: with DiskHash, each record's
+        // bucket page is prefetched when it is read, and applied once a few
+        // more have been, so their memory latencies overlap (a rebuild of a
+        // large table is bound by them).
         let mut failed = None;
-        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
-            if failed.is_none() {
-                if let Err(e) = apply(&seg, &index, &mut w, off, h) {
-                    failed = Some(e);
+        let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
+        let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
+            for (off, h) in pending.drain(..) {
+                if failed.is_none() {
+                    if let Err(e) = apply(&seg, &index, w, off, &h) {
+                        failed = Some(e);
+                    }
                 }
             }
+        };
+        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
+            if let Index::Disk(d) = &index {
+                d.prefetch(h.id);
+            }
+            pending.push((off, *h));
+            if pending.len() == APPLY_GROUP {
+                flush(&mut pending, &mut w);
+            }
         })?;
+        flush(&mut pending, &mut w);
         if let Some(e) = failed {
             return Err(e);
         }
@@ -530,6 +550,12 @@ impl PayloadStore {
         let mut w = self.writer.lock();
         self.writable()?;
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
+        if let Index::Disk(d) = &self.index {
+            // overlap the bucket pages' memory latencies (see `prefetch`)
+            for (header, _) in headers.iter().take(APPLY_GROUP * 32) {
+                d.prefetch(header.id);
+            }
+        }
         for ((header, _), r) in headers.iter().zip(&rel) {
             if let Err(e) = apply(&self.seg, &self.index, &mut w, base + r, header) {
                 return Err(self.index_failed(e));
