@@ -248,10 +248,10 @@ impl PayloadStore {
             repair: opts.repair,
             writable,
         };
-        // Records are applied in small groups: with DiskHash, each record's
-        // bucket page is prefetched when it is read, and applied once a few
-        // more have been, so their memory latencies overlap (a rebuild of a
-        // large table is bound by them).
+        // Records are applied in small groups: each record's index slot (or
+        // DiskHash bucket lines) is prefetched when it is read, and applied
+        // once a few more have been, so their memory latencies overlap (a
+        // rebuild of a large index is bound by them).
         let mut failed = None;
         let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
         let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
@@ -264,9 +264,7 @@ impl PayloadStore {
             }
         };
         let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
-            if let Index::Disk(d) = &index {
-                d.prefetch(h.id);
-            }
+            index.prefetch(h.id);
             pending.push((off, *h));
             if pending.len() == APPLY_GROUP {
                 flush(&mut pending, &mut w);
@@ -550,11 +548,9 @@ impl PayloadStore {
         let mut w = self.writer.lock();
         self.writable()?;
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
-        if let Index::Disk(d) = &self.index {
-            // overlap the bucket pages' memory latencies (see `prefetch`)
-            for (header, _) in headers.iter().take(APPLY_GROUP * 32) {
-                d.prefetch(header.id);
-            }
+        // overlap the index's memory latencies (see `Index::prefetch`)
+        for (header, _) in headers.iter().take(APPLY_GROUP * 32) {
+            self.index.prefetch(header.id);
         }
         for ((header, _), r) in headers.iter().zip(&rel) {
             if let Err(e) = apply(&self.seg, &self.index, &mut w, base + r, header) {

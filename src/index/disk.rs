@@ -304,20 +304,6 @@ fn copy_crc(st: &DiskState) -> u64 {
     u64::from(crc32fast::hash(&buf))
 }
 
-#[inline]
-fn prefetch_line(word: &AtomicU64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint with no architectural effect: it reads
-    // nothing into the program, cannot fault, and `word` is a valid address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            word as *const AtomicU64 as *const i8,
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = word;
-}
-
 /// Checksum of an empty bucket `b`: never 0, so a zeroed page is caught.
 fn page_seed(seed: u64, b: u64) -> u64 {
     fmix(seed ^ b.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)) | 1
@@ -631,8 +617,8 @@ impl DiskIndex {
         let h = self.hash(id);
         let b = bucket_of(h, self.geo().load(Ordering::Relaxed));
         let slots = self.bucket(b);
-        prefetch_line(&slots[2 * home(h)]);
-        prefetch_line(&slots[SUM]);
+        super::prefetch_line(&slots[2 * home(h)]);
+        super::prefetch_line(&slots[SUM]);
     }
 
     /// Whether bucket `b`'s checksum matches its slots.
