@@ -1088,6 +1088,166 @@ mod tests {
         d
     }
 
+    /// A table of `n` ids at fake offsets 1000 + 40·k (`at` maps back).
+    fn filled(dir: &Path, n: u128) -> (DiskIndex, DiskWriter, HashMap<u64, u128>, DiskState) {
+        let o = DiskIndex::create(dir, 9, Arc::new(io::OsIo)).unwrap();
+        let (idx, mut w) = (o.index, o.writer);
+        let mut at = HashMap::new();
+        let mut st = DiskState::default();
+        for k in 0..n {
+            let (id, off) = (k * 7919 + 1, 1000 + 40 * k as u64);
+            at.insert(off, id);
+            st.entries += 1;
+            st.applied_end = off + 40;
+            idx.apply(
+                &mut w,
+                id,
+                Change::Set(off),
+                |o| at.get(&o) == Some(&id),
+                &st,
+            )
+            .unwrap();
+        }
+        (idx, w, at, st)
+    }
+
+    /// Every id of `at` found at its offset exactly once, every page sound.
+    fn check_all(idx: &DiskIndex, at: &HashMap<u64, u128>, gone: &[u128]) {
+        let geo = idx.geo().load(Ordering::Relaxed);
+        for b in 0..buckets(geo) {
+            assert!(idx.page_ok(b, idx.bucket(b)), "bucket {b} checksum");
+        }
+        let mut seen = HashMap::new();
+        idx.for_each_offset(|o| *seen.entry(o).or_insert(0) += 1)
+            .unwrap();
+        for (&off, &id) in at {
+            if gone.contains(&id) {
+                assert_eq!(idx.get(id, |o| at.get(&o) == Some(&id)), Ok(None));
+                assert_eq!(seen.get(&off), None);
+            } else {
+                assert_eq!(idx.get(id, |o| at.get(&o) == Some(&id)), Ok(Some(off)));
+                assert_eq!(seen.get(&off), Some(&1), "id {id} listed once");
+            }
+        }
+    }
+
+    /// A crash in the middle of a backward-shift removal leaves a duplicate;
+    /// the next open finishes the removal and drops the duplicate.
+    #[test]
+    fn an_interrupted_removal_is_finished_at_open() {
+        let dir = temp("cut-remove");
+        let (idx, mut w, at, st) = filled(&dir, 3000);
+        // an entry followed by one that a removal would shift back
+        let geo = idx.geo().load(Ordering::Relaxed);
+        let (b, i, j, victim) = (0..buckets(geo))
+            .find_map(|b| {
+                let s = idx.bucket(b);
+                (0..SLOTS).find_map(|i| {
+                    let j = next(i);
+                    let (hi, hj) = (
+                        s[2 * i].load(Ordering::Relaxed),
+                        s[2 * j].load(Ordering::Relaxed),
+                    );
+                    let moves = hi != 0 && hj != 0 && home(hj) != j;
+                    moves.then(|| (b, i, j, at[&s[2 * i + 1].load(Ordering::Relaxed)]))
+                })
+            })
+            .expect("a cluster to shift");
+        let next_state = DiskState {
+            entries: st.entries - 1,
+            applied_end: st.applied_end + 32,
+            ..st
+        };
+        // what `apply` does up to the kill: intent, bucket mark, first move
+        idx.write_intent(&w, &next_state);
+        idx.mark_intent(&w, b);
+        let s = idx.bucket(b);
+        let (hj, oj) = (
+            s[2 * j].load(Ordering::Relaxed),
+            s[2 * j + 1].load(Ordering::Relaxed),
+        );
+        idx.set_slot(s, i, hj, oj); // copied, source not cleared yet
+        drop((idx, w));
+        let o = DiskIndex::open(&dir, 9, true, Arc::new(io::OsIo))
+            .unwrap()
+            .unwrap();
+        let intent = o.intent.expect("the interrupted intent is found");
+        assert_eq!(intent.next, next_state);
+        let (idx, mut w) = (o.index, o.writer);
+        assert!(
+            idx.finish(&mut w, &intent, victim, Change::Remove, |o| at.get(&o)
+                == Some(&victim))
+        );
+        assert_eq!(*w.state(), next_state);
+        check_all(&idx, &at, &[victim]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A crash after a split was published but before the movers were
+    /// dropped from the old bucket: the next open drops them.
+    #[test]
+    fn an_interrupted_split_is_finished_at_open() {
+        let dir = temp("cut-split");
+        let (idx, mut w, at, st) = filled(&dir, 3000);
+        let next_state = DiskState {
+            applied_end: st.applied_end + 32,
+            ..st
+        };
+        idx.write_intent(&w, &next_state);
+        // split_one up to the kill: new bucket written, geometry published,
+        // cleanup recorded, one mover of several dropped
+        let geo = idx.geo().load(Ordering::Relaxed);
+        let (level, split) = geo_parts(geo);
+        let (p, n) = (split, (1 << level) + split);
+        idx.ensure_pages(&mut w, n + 2).unwrap();
+        let (src, dst) = (idx.bucket(p), idx.bucket(n));
+        for word in dst.iter() {
+            word.store(0, Ordering::Relaxed);
+        }
+        dst[SUM].store(page_seed(idx.seed, n), Ordering::Relaxed);
+        let movers: Vec<usize> = (0..SLOTS)
+            .filter(|&i| {
+                let h = src[2 * i].load(Ordering::Relaxed);
+                h != 0 && (h >> level) & 1 == 1
+            })
+            .collect();
+        assert!(movers.len() >= 2, "a bucket with movers");
+        for &i in &movers {
+            assert!(idx.insert(
+                n,
+                src[2 * i].load(Ordering::Relaxed),
+                src[2 * i + 1].load(Ordering::Relaxed)
+            ));
+        }
+        let published = if split + 1 == 1 << level {
+            (level + 1) << 56
+        } else {
+            (level << 56) | (split + 1)
+        };
+        idx.geo().store(published, Ordering::Release);
+        idx.word(H_COPY[1 - w.active] + C_CLEANUP)
+            .store(p + 1, Ordering::Release);
+        idx.remove_at(p, movers[0]);
+        drop((idx, w));
+        let o = DiskIndex::open(&dir, 9, true, Arc::new(io::OsIo))
+            .unwrap()
+            .unwrap();
+        let intent = o.intent.expect("the interrupted intent is found");
+        let (idx, mut w) = (o.index, o.writer);
+        // the record being applied was padding: no change of its own
+        assert!(idx.finish(&mut w, &intent, 0, Change::None, |_| false));
+        let s = idx.bucket(p);
+        assert!(
+            (0..SLOTS).all(|i| {
+                let h = s[2 * i].load(Ordering::Relaxed);
+                h == 0 || bucket_of(h, published) == p
+            }),
+            "no misplaced entry left in the split bucket"
+        );
+        check_all(&idx, &at, &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Offsets are fake: `confirm` looks the id up in a side table. Drives
     /// many rounds of splits, replaces and removes, and checks every id.
     #[test]
