@@ -1136,7 +1136,7 @@ mod tests {
     #[test]
     fn an_interrupted_removal_is_finished_at_open() {
         let dir = temp("cut-remove");
-        let (idx, mut w, at, st) = filled(&dir, 3000);
+        let (idx, w, at, st) = filled(&dir, 3000);
         // an entry followed by one that a removal would shift back
         let geo = idx.geo().load(Ordering::Relaxed);
         let (b, i, j, victim) = (0..buckets(geo))
