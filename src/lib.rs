@@ -6,8 +6,10 @@
 //! - **Log**: one append-only file of checksummed records (`format`); the
 //!   payload bytes are written once — the log *is* the write-ahead log.
 //! - **Index**: id → record offset, in RAM at 12.5–18.8 bytes per payload
-//!   (`index::memory`), checkpointed atomically so that open replays only the
-//!   log tail (`checkpoint`, `recovery`).
+//!   (`index/memory.rs`), checkpointed atomically so that open replays only
+//!   the log tail (`checkpoint`, `recovery`); or, with
+//!   [`IndexBackend::DiskHash`], in an on-disk linear hash table updated in
+//!   place (`index/disk.rs`): fixed RAM, one page read per cold lookup.
 //! - **Reads**: through a memory map that never moves (`segment`), lock-free
 //!   and concurrent with the single writer.
 //! - **Compression** per payload by size, LZ4 or ZSTD (`codec`).

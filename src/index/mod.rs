@@ -5,8 +5,8 @@
 //! on every read anyway. `memory` is the in-RAM backend, `disk` the on-disk
 //! linear hash table ("DiskHash").
 
-pub mod disk;
-pub mod memory;
+pub(crate) mod disk;
+pub(crate) mod memory;
 
 /// Which index implementation a store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -33,7 +33,7 @@ fn damaged_page(bucket: u64) -> Error {
 use memory::MemIndex;
 
 /// The index a store uses: one of the backends.
-pub enum Index {
+pub(crate) enum Index {
     /// In RAM.
     Mem(MemIndex),
     /// In a mapped file.
@@ -124,7 +124,7 @@ pub(crate) fn prefetch_line(word: &AtomicU64) {
 }
 
 /// Writer-only state of the index; lives in the store's writer lock.
-pub enum IndexWriter {
+pub(crate) enum IndexWriter {
     /// Of `Index::Mem`.
     Mem(memory::MemWriter),
     /// Of `Index::Disk`.
