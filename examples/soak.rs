@@ -11,7 +11,7 @@
 //! the store is closed (or abandoned, as a crash would leave it), reopened
 //! and checked completely. Exits non-zero on the first wrong byte.
 
-use payloadstore::{Options, PayloadStore, SyncPolicy};
+use payloadstore::{IndexBackend, Options, PayloadStore, SyncPolicy};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,18 +46,20 @@ fn versioned(id: u128, v: u32) -> Vec<u8> {
 }
 
 /// What has been acknowledged per id: the last version appended (versions
-/// only grow), whether the id is live or deleted, and how many deletes.
+/// only grow), whether the id is live or deleted, and how many deletes were
+/// started and finished (a reader may see a delete that has not returned yet).
 struct Model {
     version: Vec<AtomicU32>,
     state: Vec<AtomicU32>,
-    deletes: Vec<AtomicU32>,
+    deletes_started: Vec<AtomicU32>,
+    deletes_done: Vec<AtomicU32>,
 }
 
 fn check_read(store: &PayloadStore, m: &Model, idx: usize) {
     let id = idx as u128;
     let state = m.state[idx].load(Ordering::Acquire);
     let before = m.version[idx].load(Ordering::Acquire);
-    let dels = m.deletes[idx].load(Ordering::Acquire);
+    let done = m.deletes_done[idx].load(Ordering::Acquire);
     match store.get(id).expect("get failed") {
         Some(bytes) => {
             let v = u32::from_le_bytes(bytes[..4].try_into().unwrap());
@@ -76,7 +78,9 @@ fn check_read(store: &PayloadStore, m: &Model, idx: usize) {
             );
         }
         None => {
-            let deleted_since = m.deletes[idx].load(Ordering::Acquire) > dels;
+            // absent is fine if a delete was started after the ones that had
+            // finished when this check began (it may still be in flight)
+            let deleted_since = m.deletes_started[idx].load(Ordering::Acquire) > done;
             assert!(
                 state != LIVE || deleted_since,
                 "id {id}: version {before} acknowledged but absent"
@@ -100,7 +104,8 @@ fn main() {
         state: (0..2 * IDS_PER_WRITER)
             .map(|_| AtomicU32::new(NONE))
             .collect(),
-        deletes: (0..2 * IDS_PER_WRITER).map(|_| AtomicU32::new(0)).collect(),
+        deletes_started: (0..2 * IDS_PER_WRITER).map(|_| AtomicU32::new(0)).collect(),
+        deletes_done: (0..2 * IDS_PER_WRITER).map(|_| AtomicU32::new(0)).collect(),
     };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let (appends, reads) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -111,9 +116,17 @@ fn main() {
         } else {
             SyncPolicy::Manual
         };
+        // two cycles (a close, then a crash) per index backend, alternating:
+        // every switch converts the store
+        let backend = if (cycle / 2) % 2 == 1 {
+            IndexBackend::DiskHash
+        } else {
+            IndexBackend::HashMap
+        };
         let store = PayloadStore::open_with_options(
             &dir,
             Options::default()
+                .backend(backend)
                 .sync_policy(policy)
                 .auto_checkpoint_bytes(64 << 20),
         )
@@ -132,8 +145,9 @@ fn main() {
                     while !stop.load(Ordering::Relaxed) {
                         let idx = w * IDS_PER_WRITER + (r.next() as usize % IDS_PER_WRITER);
                         if r.next() % 20 == 0 && m.state[idx].load(Ordering::Relaxed) == LIVE {
+                            m.deletes_started[idx].fetch_add(1, Ordering::Release);
                             store.delete(idx as u128).expect("delete");
-                            m.deletes[idx].fetch_add(1, Ordering::Release);
+                            m.deletes_done[idx].fetch_add(1, Ordering::Release);
                             m.state[idx].store(DELETED, Ordering::Release);
                         } else {
                             let v = m.version[idx].load(Ordering::Relaxed) + 1;
@@ -178,7 +192,7 @@ fn main() {
             store.abandon(); // as a killed process leaves it
         }
         println!(
-            "cycle {cycle}: {} payloads, {:.1} MiB log ({:.0}% dead), {} appends, {} verified reads so far, {}",
+            "cycle {cycle} ({backend:?}): {} payloads, {:.1} MiB log ({:.0}% dead), {} appends, {} verified reads so far, {}",
             st.payloads,
             st.file_bytes as f64 / 1048576.0,
             100.0 * st.dead_bytes as f64 / st.file_bytes.max(1) as f64,
