@@ -439,6 +439,7 @@ impl PayloadStore {
         format::seal(self.salt, &mut hb, stored);
         let mut w = self.writer.lock();
         self.writable()?;
+        self.reserve_index(&mut w, 1)?;
         let off = self.seg.append(&mut w.cur, &[&hb, stored])?;
         if let Err(e) = apply(&self.seg, &self.index, &mut w, off, header) {
             return Err(self.index_failed(e));
@@ -547,6 +548,7 @@ impl PayloadStore {
         }
         let mut w = self.writer.lock();
         self.writable()?;
+        self.reserve_index(&mut w, headers.len() as u64)?;
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
         // overlap the index's memory latencies (see `Index::prefetch`)
         for (header, _) in headers.iter().take(APPLY_GROUP * 32) {
@@ -563,6 +565,16 @@ impl PayloadStore {
             .zip(&rel)
             .map(|((h, _), r)| (base + r, h.stored_len, h.compression as u8))
             .collect())
+    }
+
+    /// DiskHash: reserves the index file space `records` more records can
+    /// need before they are written, so a full disk fails the call cleanly
+    /// (nothing written, handle usable) instead of poisoning it.
+    fn reserve_index(&self, w: &mut Writer, records: u64) -> Result<()> {
+        match (&self.index, &mut w.ix) {
+            (Index::Disk(d), IndexWriter::Disk(dw)) => d.reserve_ahead(dw, records),
+            _ => Ok(()),
+        }
     }
 
     /// The DiskHash index could not take a record that is already in the

@@ -267,3 +267,43 @@ fn full_disk_on_append_keeps_the_store_usable() {
     let s = PayloadStore::open(t.store()).unwrap();
     assert_eq!(s.get(2).unwrap().unwrap(), big);
 }
+
+#[test]
+fn full_disk_while_the_diskhash_table_grows_keeps_the_store_usable() {
+    let t = TempDir::new("enospc-dh");
+    let io = FaultyIo::new();
+    let s =
+        PayloadStore::open_with_options(t.store(), opts_for(&io, IndexBackend::DiskHash)).unwrap();
+    s.append(1, &payload(1, 1000), None).unwrap();
+    s.sync().unwrap();
+    io.fail_at(0, Fault::NoSpace, true); // the disk is full from now on
+                                         // tiny payloads: the log has room left, the table has to grow
+    let mut stored = Vec::new();
+    let failed = (100..200_000u128).find_map(|id| match s.append(id, &id.to_le_bytes(), None) {
+        Ok(_) => {
+            stored.push(id);
+            None
+        }
+        Err(e) => Some((id, e)),
+    });
+    let (id, e) = failed.expect("the table needed to grow");
+    match &e {
+        Error::NoSpace { path, .. } => assert!(path.ends_with("index.dh"), "{e}"),
+        _ => panic!("expected NoSpace, got {e}"),
+    }
+    assert!(
+        !s.has_payload(id),
+        "nothing of the failed append is visible"
+    );
+    for &k in stored.iter().step_by(97) {
+        assert_eq!(s.get(k).unwrap().unwrap(), k.to_le_bytes());
+    }
+    io.heal(); // space was freed: the same handle goes on
+    s.append(id, &id.to_le_bytes(), None).unwrap();
+    s.sync().unwrap();
+    s.close().unwrap();
+    let s = PayloadStore::open_with_backend(t.store(), IndexBackend::DiskHash).unwrap();
+    assert_eq!(s.len(), stored.len() + 2);
+    assert_eq!(s.get(id).unwrap().unwrap(), id.to_le_bytes());
+    assert_eq!(s.get(1).unwrap().unwrap(), payload(1, 1000));
+}

@@ -822,6 +822,17 @@ impl DiskIndex {
         Ok(())
     }
 
+    /// Reserves the file space `inserts` more entries can need (one split
+    /// each), so that a full disk is reported before the records they come
+    /// from are written to the log, not halfway through applying them.
+    pub fn reserve_ahead(&self, w: &mut DiskWriter, inserts: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let geo = self.geo().load(Ordering::Relaxed);
+        self.ensure_pages(w, 2 + buckets(geo) + inserts)
+    }
+
     /// Splits the next bucket of the round (see the module docs).
     fn split_one(&self, w: &mut DiskWriter) -> Result<()> {
         let geo = self.geo().load(Ordering::Relaxed);
