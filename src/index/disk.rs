@@ -6,19 +6,24 @@
 //! ```text
 //! page 0: header                         page 1 + b: bucket b (b = 0, 1, 2, …)
 //! ┌──────┬─────────────────────────────┐  ┌──────────────────────────────────┐
-//! │    0 │ magic "PSDHASH1"            │  │ 256 slots × 16 bytes:            │
+//! │    0 │ magic "PSDHASH1"            │  │ 255 slots × 16 bytes:            │
 //! │    8 │ u32 version (1)             │  │   u64 hash of the id (0 = empty) │
 //! │   12 │ u32 page size (4096)        │  │   u64 offset of its newest       │
 //! │   16 │ u64 salt of the log it maps │  │       record in the log          │
-//! │   24 │ u64 hash seed (random)      │  └──────────────────────────────────┘
+//! │   24 │ u64 hash seed (random)      │  │ 4080: u64 page checksum          │
+//! │      │                             │  │ 4088: u64 reserved (0)           │
+//! │      │                             │  └──────────────────────────────────┘
 //! │   32 │ u32 state: 1 clean, 2 dirty │
 //! │   36 │ 36 B boot id when dirtied   │
 //! │   72 │ u32 crc32 of [0, 72)        │
 //! │   80 │ u64 geometry: level << 56 | split pointer
 //! │  128 │ state copy A (256 B) ┐ seq, done, applied_end, last_record,
 //! │  384 │ state copy B (256 B) ┘ entries, intent bucket, cleanup bucket,
-//! │      │                        12 counters (see `format::Counters`)
+//! │      │                        12 counters (see `format::Counters`),
+//! │      │                        crc of the fixed part
 //! └──────┴─────────────────────────────┘
+//! page checksum = seed(b) + Σ over live slots i of (hash ^ rotl(offset, 29)) · M_i
+//!   (wrapping; M_i odd constants; seed(b) never 0, so a zeroed page fails)
 //! ```
 //!
 //! All integers little-endian (the library only builds for little-endian
@@ -29,10 +34,12 @@
 //! `hash = fmix64(id, seed)` (never 0). With geometry `(level L, split s)`
 //! there are `2^L + s` buckets; an id lives in bucket `hash mod 2^L`, or
 //! `hash mod 2^(L+1)` when that is below `s` (already split). Inside its
-//! bucket it is found by linear probing from slot `hash >> 56`, wrapping,
-//! until an empty slot. A lookup reads exactly one bucket page: one random
-//! page read when the page is not cached (the maps use `MADV_RANDOM`, so the
-//! kernel reads no neighbours).
+//! bucket it is found by linear probing from slot `((hash >> 32) · 255) >> 32`,
+//! wrapping, until an empty slot. A lookup reads exactly one bucket page: one
+//! random page read when the page is not cached (the maps use `MADV_RANDOM`,
+//! so the kernel reads no neighbours). A hit is confirmed against the id in
+//! the log record; a miss verifies the page checksum, so a damaged page is
+//! reported instead of hiding an entry.
 //!
 //! # Growth without a stop-the-world rehash
 //!
@@ -43,8 +50,9 @@
 //! holds ~166·2^L entries: load stays even across buckets (no old bucket
 //! waits a whole doubling to split), each insert does at most one split
 //! (three page touches), and the file grows one page per split. A bucket
-//! that fills up anyway (probability ~10^-12 per bucket per round with a
-//! random seed) makes the insert split ahead until it has room.
+//! that fills up anyway (~166 entries expected at the start of a round, σ ≈ 13:
+//! ~10^-11 per bucket per round with a random seed) makes the insert split
+//! ahead until it has room.
 //!
 //! # Concurrency
 //!
@@ -507,7 +515,7 @@ impl DiskIndex {
         unsafe { &*(ptr as *const AtomicU64) }
     }
 
-    /// The 512 words (256 × hash, offset) of bucket `b`.
+    /// The 512 words (255 × (hash, offset), checksum, reserved) of bucket `b`.
     #[inline]
     fn bucket(&self, b: u64) -> &[AtomicU64; WORDS] {
         let at = (1 + b) * PAGE;
