@@ -36,6 +36,7 @@ const (
 	StatusReadOnly           = int32(C.PS_ERR_READ_ONLY)
 	StatusCorrupt            = int32(C.PS_ERR_CORRUPT)
 	StatusInvalidCompression = int32(C.PS_ERR_INVALID_COMPRESSION)
+	StatusInvalidArgument    = int32(C.PS_ERR_INVALID_ARGUMENT)
 )
 
 // Is lets errors.Is(err, &Error{Status: StatusLocked}) work.
@@ -84,6 +85,33 @@ func Open(dir string) (*Store, error) {
 	defer C.free(unsafe.Pointer(cdir))
 	var p *C.ps_store
 	if err := statusErr(C.ps_store_open(cdir, nil, &p)); err != nil {
+		return nil, err
+	}
+	return &Store{p: p}, nil
+}
+
+// Index backends for OpenWithBackend.
+const (
+	HashMap  = int32(C.PS_INDEX_HASHMAP)
+	DiskHash = int32(C.PS_INDEX_DISKHASH)
+)
+
+// OpenWithBackend opens (creating if needed) the store in dir with the given
+// index backend: HashMap (in RAM) or DiskHash (on disk, fixed RAM). A store
+// made with one backend opens with the other.
+func OpenWithBackend(dir string, backend int32) (*Store, error) {
+	cdir := C.CString(dir)
+	defer C.free(unsafe.Pointer(cdir))
+	o := C.ps_options_new()
+	if o == nil {
+		return nil, &Error{Status: int32(C.PS_ERR_PANIC)} // allocation failed
+	}
+	defer C.ps_options_free(o)
+	if err := statusErr(C.ps_options_set_index_backend(o, C.int32_t(backend))); err != nil {
+		return nil, err
+	}
+	var p *C.ps_store
+	if err := statusErr(C.ps_store_open(cdir, o, &p)); err != nil {
 		return nil, err
 	}
 	return &Store{p: p}, nil

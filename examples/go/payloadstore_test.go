@@ -73,3 +73,38 @@ func TestRoundTripAndStatusMapping(t *testing.T) {
 		t.Fatalf("after reopen: %v", err)
 	}
 }
+
+func TestDiskHashBackendAndConversion(t *testing.T) {
+	dir := t.TempDir()
+	for round, backend := range []int32{DiskHash, HashMap, DiskHash} {
+		s, err := OpenWithBackend(dir, backend)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			for i := 0; i < 5000; i++ {
+				if _, err := s.Append(ID{7, uint64(i)}, payload(i), Auto); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if s.Len() != 5000 {
+			t.Fatalf("round %d: %d payloads", round, s.Len())
+		}
+		for i := 0; i < 5000; i += 7 {
+			got, err := s.Get(ID{7, uint64(i)})
+			if err != nil || !bytes.Equal(got, payload(i)) {
+				t.Fatalf("round %d: id %d: %v", round, i, err)
+			}
+		}
+		if _, err := s.Get(ID{8, 0}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("round %d: absent id: %v", round, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := OpenWithBackend(dir, 9); !errors.Is(err, &Error{Status: StatusInvalidArgument}) {
+		t.Fatalf("unknown backend: %v", err)
+	}
+}
