@@ -40,8 +40,22 @@ int main() {
     }
     payload_store::Options ro;
     ro.read_only(true);
-    payload_store::Store again(dir, &ro);
-    if (again.size() != 1000) return 1;
+    {
+        payload_store::Store again(dir, &ro);
+        if (again.size() != 1000) return 1;
+    }
+    {
+        // the same store with the on-disk index (built from the log here)
+        payload_store::Options dh;
+        dh.index_backend(PS_INDEX_DISKHASH);
+        payload_store::Store disk(dir, &dh);
+        if (disk.size() != 1000) return 1;
+        ps_stats s = disk.stats();
+        std::printf("C++: DiskHash index file %llu bytes, index RAM %llu bytes\n",
+                    static_cast<unsigned long long>(s.index_file_bytes),
+                    static_cast<unsigned long long>(s.index_memory_bytes));
+        disk.close();
+    }
     std::string cmd = std::string("rm -rf '") + dir + "'";
     if (std::system(cmd.c_str()) != 0) return 1;
     std::printf("C++ example: OK\n");
