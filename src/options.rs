@@ -49,6 +49,7 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) repair: bool,
     pub(crate) auto_checkpoint_bytes: u64,
+    pub(crate) rebuild_memory_bytes: u64,
     pub(crate) logger: Option<LogCallback>,
     pub(crate) io: Arc<dyn Io>,
 }
@@ -64,6 +65,7 @@ impl Default for Options {
             read_only: false,
             repair: false,
             auto_checkpoint_bytes: 1 << 30,
+            rebuild_memory_bytes: crate::sys::physical_memory() / 2,
             logger: None,
             io: Arc::new(OsIo),
         }
@@ -80,6 +82,7 @@ impl fmt::Debug for Options {
             .field("read_only", &self.read_only)
             .field("repair", &self.repair)
             .field("auto_checkpoint_bytes", &self.auto_checkpoint_bytes)
+            .field("rebuild_memory_bytes", &self.rebuild_memory_bytes)
             .field("logger", &self.logger.is_some())
             .finish()
     }
@@ -124,6 +127,15 @@ impl Options {
     /// of failing with `Error::Corrupt`.
     pub fn repair(mut self, repair: bool) -> Self {
         self.repair = repair;
+        self
+    }
+    /// DiskHash: page-cache budget for rebuilding `index.dh` from the log
+    /// (after a machine crash with unsaved changes, or when converting a
+    /// HashMap store). A table that may not fit is built in sequential passes
+    /// over the log, one range of buckets per pass, instead of by random
+    /// inserts. Default: half of physical memory.
+    pub fn rebuild_memory_bytes(mut self, bytes: u64) -> Self {
+        self.rebuild_memory_bytes = bytes.max(super::index::disk::PAGE);
         self
     }
     /// Saves the index checkpoint automatically after this many appended

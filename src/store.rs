@@ -223,11 +223,12 @@ impl PayloadStore {
             }
         };
         let Loaded {
-            index,
+            mut index,
             writer: ixw,
             counters,
             start,
             mut mark,
+            bulk,
         } = loaded;
         if report.source != IndexSource::Checkpoint && !created {
             report.source = IndexSource::FullScan;
@@ -252,27 +253,51 @@ impl PayloadStore {
         // DiskHash bucket lines) is prefetched when it is read, and applied
         // once a few more have been, so their memory latencies overlap (a
         // rebuild of a large index is bound by them).
-        let mut failed = None;
-        let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
-        let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
-            for (off, h) in pending.drain(..) {
-                if failed.is_none() {
-                    if let Err(e) = apply(&seg, &index, w, off, &h) {
-                        failed = Some(e);
+        let mut puts = 0u64;
+        let replay = |index: &Index,
+                      w: &mut Writer,
+                      from: u64,
+                      to: u64,
+                      count_only: bool,
+                      puts: &mut u64| {
+            let mut failed = None;
+            let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
+            let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
+                for (off, h) in pending.drain(..) {
+                    if failed.is_none() {
+                        if let Err(e) = apply(&seg, index, w, off, &h) {
+                            failed = Some(e);
+                        }
                     }
                 }
+            };
+            let scan = recovery::scan(&seg, salt, from, to, mode, |off, h| {
+                if count_only {
+                    *puts += u64::from(h.kind == RecordKind::Put);
+                    return;
+                }
+                index.prefetch(h.id);
+                pending.push((off, *h));
+                if pending.len() == APPLY_GROUP {
+                    flush(&mut pending, w);
+                }
+            })?;
+            flush(&mut pending, w);
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(scan),
             }
         };
-        let scan = recovery::scan(&seg, salt, start.0, file_len, mode, |off, h| {
-            index.prefetch(h.id);
-            pending.push((off, *h));
-            if pending.len() == APPLY_GROUP {
-                flush(&mut pending, &mut w);
-            }
-        })?;
-        flush(&mut pending, &mut w);
-        if let Some(e) = failed {
-            return Err(e);
+        let scan = replay(&index, &mut w, start.0, file_len, bulk, &mut puts)?;
+        if bulk && !bulk_build(&seg, salt, &index, &mut w, &opts, scan.end, puts)? {
+            // A bucket overflowed under the fixed geometry (not expected with
+            // a random seed): build the ordinary way, record by record.
+            let o = DiskIndex::create(&dir, salt, opts.io.clone())?;
+            index = Index::Disk(o.index);
+            w.ix = IndexWriter::Disk(o.writer);
+            w.counters = Counters::default();
+            w.last_record = 0;
+            replay(&index, &mut w, LOG_HEADER_LEN, scan.end, false, &mut puts)?;
         }
         w.cur.end = scan.end;
         if scan.records > 0 {
@@ -1147,6 +1172,9 @@ struct Loaded {
     /// (log offset to replay from, last record before it)
     start: (u64, u64),
     mark: CheckpointMark,
+    /// A new DiskHash table too big for the rebuild budget: built in passes
+    /// after the scan (`bulk_build`) instead of record by record.
+    bulk: bool,
 }
 
 fn fresh_mem_index(file_len: u64) -> Loaded {
@@ -1159,6 +1187,7 @@ fn fresh_mem_index(file_len: u64) -> Loaded {
         counters: Counters::default(),
         start: (LOG_HEADER_LEN, 0),
         mark: CheckpointMark::default(),
+        bulk: false,
     }
 }
 
@@ -1208,6 +1237,7 @@ fn load_mem_index(
             covered_end: h.covered_end,
             saved_at: Some(h.saved_at),
         },
+        bulk: false,
     }
 }
 
@@ -1255,6 +1285,7 @@ fn load_disk_index(
                                 covered_end: if o.dirty { 0 } else { st.applied_end },
                                 saved_at: (!o.dirty).then(sys::unix_now),
                             },
+                            bulk: false,
                         });
                     }
                     "an interrupted index change could not be finished".into()
@@ -1275,6 +1306,9 @@ fn load_disk_index(
         counters: Counters::default(),
         start: (LOG_HEADER_LEN, 0),
         mark: CheckpointMark::default(),
+        // Records take ≥ 33 bytes of log, an entry ≤ 49.4 bytes of table:
+        // the table stays below 1.5x the log.
+        bulk: file_len.saturating_mul(3) / 2 > opts.rebuild_memory_bytes,
     })
 }
 
@@ -1393,6 +1427,88 @@ fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeade
     w.counters = c;
     w.last_record = off;
     Ok(())
+}
+
+/// Builds a new DiskHash table from the log `[LOG_HEADER_LEN, end)` in
+/// passes of at most `rebuild_memory_bytes` of table each (see
+/// `DiskIndex::begin_build`), leaving counters and state as a
+/// record-by-record replay would. `Ok(false)` if a bucket overflowed (the
+/// caller then replays record by record).
+fn bulk_build(
+    seg: &Segment,
+    salt: u64,
+    index: &Index,
+    w: &mut Writer,
+    opts: &Options,
+    end: u64,
+    puts: u64,
+) -> Result<bool> {
+    let (Index::Disk(d), IndexWriter::Disk(dw)) = (index, &mut w.ix) else {
+        unreachable!("bulk builds are for DiskHash")
+    };
+    let buckets = d.begin_build(dw, puts)?;
+    let table = buckets * disk::PAGE;
+    let passes = table.div_ceil(opts.rebuild_memory_bytes).clamp(1, buckets);
+    let mode = Mode {
+        watermark: 0,
+        repair: false,
+        writable: true,
+    };
+    let mut total = [0u64; format::COUNTER_WORDS];
+    let (mut entries, mut last) = (0u64, 0u64);
+    for k in 0..passes {
+        let (lo, hi) = (buckets * k / passes, buckets * (k + 1) / passes);
+        d.build_range(lo, hi);
+        let mut c = Counters::default();
+        let mut full = false;
+        recovery::scan(seg, salt, LOG_HEADER_LEN, end, mode, |off, h| {
+            last = off;
+            let mine = match h.kind {
+                RecordKind::Padding => k == 0,
+                _ => (lo..hi).contains(&d.bucket_of_id(h.id)),
+            };
+            if !mine || full {
+                return;
+            }
+            let confirm = |o: u64| seg.peek_id(o) == Some(h.id);
+            let old = match h.kind {
+                RecordKind::Put => match d.build_set(h.id, off, confirm) {
+                    Ok(old) => old,
+                    Err(()) => {
+                        full = true;
+                        return;
+                    }
+                },
+                RecordKind::Delete => d.build_remove(h.id, confirm),
+                RecordKind::Padding => None,
+            };
+            match (h.kind, old) {
+                (RecordKind::Put, None) => entries += 1,
+                (RecordKind::Delete, Some(_)) => entries -= 1,
+                _ => {}
+            }
+            account(seg, &mut c, old, h);
+        })?;
+        if full {
+            return Ok(false);
+        }
+        for (t, v) in total.iter_mut().zip(c.words()) {
+            *t += v;
+        }
+        // write this range back before the next one fills the page cache
+        d.flush()?;
+    }
+    let counters = Counters::from_words(total);
+    let state = DiskState {
+        applied_end: end,
+        last_record: last,
+        entries,
+        counters,
+    };
+    d.end_build(dw, &state)?;
+    w.counters = counters;
+    w.last_record = last;
+    Ok(true)
 }
 
 /// Whether the record at `off` is a tombstone.

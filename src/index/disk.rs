@@ -147,6 +147,8 @@ const C_CRC: u64 = C_COUNTERS + 8 * COUNTER_WORDS as u64;
 
 const STATE_CLEAN: u32 = 1;
 const STATE_DIRTY: u32 = 2;
+/// A bulk build is in progress: the table is not usable until it ends.
+const STATE_BUILDING: u32 = 3;
 
 /// What a committed state copy records: how far into the log the index is
 /// applied and the store's counters at that point.
@@ -406,6 +408,7 @@ impl DiskIndex {
                 }
                 true
             }
+            STATE_BUILDING => return Ok(Err("a rebuild of the index was interrupted".into())),
             _ => return Ok(Err("index header has an unknown state".into())),
         };
         let index = DiskIndex {
@@ -1067,6 +1070,86 @@ impl DiskIndex {
         }
         self.commit(w, &intent.next);
         true
+    }
+
+    // ------------------------------------------------------------ bulk build
+    //
+    // A table bigger than the RAM budget is rebuilt from the log in passes:
+    // the geometry is fixed up front for the number of records, and pass k
+    // applies only the records whose bucket lies in the k-th range of
+    // buckets, so each pass touches a region of the file that fits in the
+    // page cache and the log is read sequentially. No readers exist yet and
+    // no splits happen; a crash during the build leaves the header
+    // `building`, which the next open rebuilds.
+
+    /// Starts a bulk build for up to `ids` entries; returns the bucket count.
+    pub fn begin_build(&self, w: &mut DiskWriter, ids: u64) -> Result<u64> {
+        let per_bucket = (LOAD_NUM * SLOTS as u64 / LOAD_DEN).max(1);
+        let mut level = 0;
+        while (1u64 << level) * per_bucket < ids && level < MAX_LEVEL {
+            level += 1;
+        }
+        self.set_state(STATE_BUILDING)?;
+        w.dirty = true;
+        self.ensure_pages(w, 2 + (1 << level))?;
+        self.geo().store(level << 56, Ordering::Release);
+        Ok(1 << level)
+    }
+
+    /// Prepares buckets `lo..hi` for a build pass: pages past the creation
+    /// geometry are fallocated zeros and get their empty checksum (bucket 0
+    /// has it from creation).
+    pub fn build_range(&self, lo: u64, hi: u64) {
+        for b in lo.max(1)..hi {
+            let slots = self.bucket(b);
+            if slots[SUM].load(Ordering::Relaxed) == 0 {
+                slots[SUM].store(page_seed(self.seed, b), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The bucket `id` belongs to (fixed geometry during a build).
+    pub fn bucket_of_id(&self, id: u128) -> u64 {
+        bucket_of(self.hash(id), self.geo().load(Ordering::Relaxed))
+    }
+
+    /// Build step: id → off. Returns the previous offset, or `Err(())` if
+    /// the bucket is full (the caller falls back to a normal rebuild).
+    pub fn build_set(
+        &self,
+        id: u128,
+        off: u64,
+        mut confirm: impl FnMut(u64) -> bool,
+    ) -> std::result::Result<Option<u64>, ()> {
+        let h = self.hash(id);
+        let b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+        let slots = self.bucket(b);
+        match self.find(b, h, &mut confirm) {
+            Some(i) => {
+                let old = slots[2 * i + 1].load(Ordering::Relaxed);
+                self.set_slot(slots, i, h, off);
+                Ok(Some(old))
+            }
+            None if self.insert(b, h, off) => Ok(None),
+            None => Err(()),
+        }
+    }
+
+    /// Build step: id removed. Returns its offset if it was present.
+    pub fn build_remove(&self, id: u128, mut confirm: impl FnMut(u64) -> bool) -> Option<u64> {
+        let h = self.hash(id);
+        let b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+        let i = self.find(b, h, &mut confirm)?;
+        let old = self.bucket(b)[2 * i + 1].load(Ordering::Relaxed);
+        self.remove_at(b, i);
+        Some(old)
+    }
+
+    /// Ends a bulk build: commits `state` and marks the table usable.
+    pub fn end_build(&self, w: &mut DiskWriter, state: &DiskState) -> Result<()> {
+        self.write_intent(w, state);
+        self.commit(w, state);
+        self.set_state(STATE_DIRTY)
     }
 
     /// Syncs every page to disk (no lock needed; the writer may run).
