@@ -297,6 +297,10 @@ ps_status ps_options_set_memory_warnings(struct ps_options *opts,
 // HashMap backend only, the DiskHash table is checkpointed at save and close).
 ps_status ps_options_set_auto_checkpoint(struct ps_options *opts, uint64_t bytes);
 
+// DiskHash: page-cache budget (bytes) for rebuilding the index from the log;
+// a bigger table is built in sequential passes (default: half of RAM).
+ps_status ps_options_set_rebuild_memory(struct ps_options *opts, uint64_t bytes);
+
 // Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 // `opts` may be NULL for defaults; it is not consumed. On success writes
 // the handle to `*out_store` (free it with `ps_store_close`).

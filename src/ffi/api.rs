@@ -344,6 +344,13 @@ pub extern "C" fn ps_options_set_auto_checkpoint(opts: *mut ps_options, bytes: u
     set_option(opts, |o| Ok(o.auto_checkpoint_bytes(bytes)))
 }
 
+/// DiskHash: page-cache budget (bytes) for rebuilding the index from the log;
+/// a bigger table is built in sequential passes (default: half of RAM).
+#[no_mangle]
+pub extern "C" fn ps_options_set_rebuild_memory(opts: *mut ps_options, bytes: u64) -> ps_status {
+    set_option(opts, |o| Ok(o.rebuild_memory_bytes(bytes)))
+}
+
 /// Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 /// `opts` may be NULL for defaults; it is not consumed. On success writes
 /// the handle to `*out_store` (free it with `ps_store_close`).

@@ -59,6 +59,8 @@ static void test_options(void) {
     CHECK_ST(ps_options_set_memory_warnings(o, NULL, 0), PS_OK);
     CHECK_ST(ps_options_set_auto_checkpoint(o, 0), PS_OK);
     CHECK_ST(ps_options_set_auto_checkpoint(NULL, 0), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_rebuild_memory(o, 1 << 20), PS_OK);
+    CHECK_ST(ps_options_set_rebuild_memory(NULL, 1 << 20), PS_ERR_NULL_ARGUMENT);
     ps_options_free(o);
 }
 
@@ -74,6 +76,7 @@ static void test_open_errors(const char *dir) {
     snprintf(dh, sizeof dh, "%s/diskhash", dir);
     ps_options *o = ps_options_new();
     CHECK_ST(ps_options_set_index_backend(o, PS_INDEX_DISKHASH), PS_OK);
+    CHECK_ST(ps_options_set_rebuild_memory(o, 4096), PS_OK); /* any rebuild would run in passes */
     for (int round = 0; round < 3; round++) {
         ps_store *d = NULL;
         CHECK_ST(ps_store_open(dh, round == 1 ? NULL : o, &d), PS_OK);
