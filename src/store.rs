@@ -249,46 +249,10 @@ impl PayloadStore {
             repair: opts.repair,
             writable,
         };
-        // Records are applied in small groups: each record's index slot (or
-        // DiskHash bucket lines) is prefetched when it is read, and applied
-        // once a few more have been, so their memory latencies overlap (a
-        // rebuild of a large index is bound by them).
-        let mut puts = 0u64;
-        let replay = |index: &Index,
-                      w: &mut Writer,
-                      from: u64,
-                      to: u64,
-                      count_only: bool,
-                      puts: &mut u64| {
-            let mut failed = None;
-            let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
-            let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
-                for (off, h) in pending.drain(..) {
-                    if failed.is_none() {
-                        if let Err(e) = apply(&seg, index, w, off, &h) {
-                            failed = Some(e);
-                        }
-                    }
-                }
-            };
-            let scan = recovery::scan(&seg, salt, from, to, mode, |off, h| {
-                if count_only {
-                    *puts += u64::from(h.kind == RecordKind::Put);
-                    return;
-                }
-                index.prefetch(h.id);
-                pending.push((off, *h));
-                if pending.len() == APPLY_GROUP {
-                    flush(&mut pending, w);
-                }
-            })?;
-            flush(&mut pending, w);
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(scan),
-            }
-        };
-        let scan = replay(&index, &mut w, start.0, file_len, bulk, &mut puts)?;
+        // The log after the index: applied record by record, or (a new
+        // DiskHash table too big for the rebuild budget) counted, then built
+        // in passes.
+        let (scan, puts) = replay(&seg, salt, mode, &index, &mut w, start.0, file_len, bulk)?;
         if bulk && !bulk_build(&seg, salt, &index, &mut w, &opts, scan.end, puts)? {
             // A bucket overflowed under the fixed geometry (not expected with
             // a random seed): build the ordinary way, record by record.
@@ -297,7 +261,16 @@ impl PayloadStore {
             w.ix = IndexWriter::Disk(o.writer);
             w.counters = Counters::default();
             w.last_record = 0;
-            replay(&index, &mut w, LOG_HEADER_LEN, scan.end, false, &mut puts)?;
+            replay(
+                &seg,
+                salt,
+                mode,
+                &index,
+                &mut w,
+                LOG_HEADER_LEN,
+                scan.end,
+                false,
+            )?;
         }
         w.cur.end = scan.end;
         if scan.records > 0 {
@@ -1427,6 +1400,52 @@ fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeade
     w.counters = c;
     w.last_record = off;
     Ok(())
+}
+
+/// Scans the log `[from, to)` and applies every record to index and
+/// counters — or, with `count_only`, only counts the puts (for a bulk
+/// build). Records are applied in groups of `APPLY_GROUP`: each one's index
+/// lines are prefetched when it is read, so their memory latencies overlap
+/// (a rebuild of a large DiskHash table is bound by them).
+#[allow(clippy::too_many_arguments)]
+fn replay(
+    seg: &Segment,
+    salt: u64,
+    mode: Mode,
+    index: &Index,
+    w: &mut Writer,
+    from: u64,
+    to: u64,
+    count_only: bool,
+) -> Result<(recovery::Scan, u64)> {
+    let mut failed = None;
+    let mut puts = 0u64;
+    let mut pending: Vec<(u64, RecordHeader)> = Vec::with_capacity(APPLY_GROUP);
+    let mut flush = |pending: &mut Vec<(u64, RecordHeader)>, w: &mut Writer| {
+        for (off, h) in pending.drain(..) {
+            if failed.is_none() {
+                if let Err(e) = apply(seg, index, w, off, &h) {
+                    failed = Some(e);
+                }
+            }
+        }
+    };
+    let scan = recovery::scan(seg, salt, from, to, mode, |off, h| {
+        if count_only {
+            puts += u64::from(h.kind == RecordKind::Put);
+            return;
+        }
+        index.prefetch(h.id);
+        pending.push((off, *h));
+        if pending.len() == APPLY_GROUP {
+            flush(&mut pending, w);
+        }
+    })?;
+    flush(&mut pending, w);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((scan, puts)),
+    }
 }
 
 /// Builds a new DiskHash table from the log `[LOG_HEADER_LEN, end)` in
