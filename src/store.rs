@@ -1354,25 +1354,17 @@ fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeade
             RecordKind::Padding => None,
         },
         (Index::Disk(d), IndexWriter::Disk(dw)) => {
-            let old = match h.kind {
-                RecordKind::Put | RecordKind::Delete => d.writer_get(h.id, confirm),
-                RecordKind::Padding => None,
+            let change = match h.kind {
+                RecordKind::Put => Change::Set(off),
+                RecordKind::Delete => Change::Remove,
+                RecordKind::Padding => Change::None,
             };
-            let (change, entries) = match (h.kind, old) {
-                (RecordKind::Put, None) => (Change::Set(off), dw.state().entries + 1),
-                (RecordKind::Put, Some(_)) => (Change::Set(off), dw.state().entries),
-                (RecordKind::Delete, Some(_)) => (Change::Remove, dw.state().entries - 1),
-                _ => (Change::None, dw.state().entries),
+            let after = |old| {
+                account(seg, &mut c, old, h);
+                c
             };
-            account(seg, &mut c, old, h);
-            let next = DiskState {
-                applied_end: off + h.record_len(),
-                last_record: off,
-                entries,
-                counters: c,
-            };
-            d.apply(dw, h.id, change, confirm, &next)?;
-            w.counters = c;
+            d.apply(dw, h.id, change, confirm, off + h.record_len(), off, after)?;
+            w.counters = dw.state().counters;
             w.last_record = off;
             return Ok(());
         }

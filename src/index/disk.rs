@@ -252,6 +252,16 @@ fn bucket_of(hash: u64, geo: u64) -> u64 {
     }
 }
 
+/// The geometry once the next bucket of the round has been split.
+fn geo_after_split(geo: u64) -> u64 {
+    let (level, split) = geo_parts(geo);
+    if split + 1 == 1 << level {
+        (level + 1) << 56
+    } else {
+        (level << 56) | (split + 1)
+    }
+}
+
 #[inline]
 fn buckets(geo: u64) -> u64 {
     let (level, split) = geo_parts(geo);
@@ -857,6 +867,25 @@ impl DiskIndex {
         let same = p as usize % STRIPES == n as usize % STRIPES;
         let sn = if same { 0 } else { self.lock_stripe(n) };
         // 1. The new bucket (beyond the published geometry: invisible).
+        self.fill_split_image(p, n, level);
+        // 2. Publish: lookups of the movers now go to `n`.
+        self.geo().store(geo_after_split(geo), Ordering::Release);
+        // 3. Drop the movers from `p` (recorded first, for crash repair).
+        self.word(H_COPY[1 - w.active] + C_CLEANUP)
+            .store(p + 1, Ordering::Release);
+        self.purge(p, |s, i| {
+            (s[2 * i].load(Ordering::Relaxed) >> level) & 1 == 1
+        });
+        if !same {
+            self.unlock_stripe(n, sn);
+        }
+        self.unlock_stripe(p, sp);
+        Ok(())
+    }
+
+    /// Writes bucket `n` afresh with the entries of bucket `p` whose hash
+    /// bit `level` is set (step 1 of a split).
+    fn fill_split_image(&self, p: u64, n: u64, level: u64) {
         let (src, dst) = (self.bucket(p), self.bucket(n));
         for word in dst.iter() {
             word.store(0, Ordering::Relaxed);
@@ -869,24 +898,6 @@ impl DiskIndex {
                 debug_assert!(ok);
             }
         }
-        // 2. Publish: lookups of the movers now go to `n`.
-        let next = if split + 1 == 1 << level {
-            (level + 1) << 56
-        } else {
-            (level << 56) | (split + 1)
-        };
-        self.geo().store(next, Ordering::Release);
-        // 3. Drop the movers from `p` (recorded first, for crash repair).
-        self.word(H_COPY[1 - w.active] + C_CLEANUP)
-            .store(p + 1, Ordering::Release);
-        self.purge(p, |s, i| {
-            (s[2 * i].load(Ordering::Relaxed) >> level) & 1 == 1
-        });
-        if !same {
-            self.unlock_stripe(n, sn);
-        }
-        self.unlock_stripe(p, sp);
-        Ok(())
     }
 
     fn should_split(&self, entries: u64) -> bool {
@@ -917,16 +928,22 @@ impl DiskIndex {
         self.io.sync_data(&self.file, &self.path)
     }
 
-    /// Applies one log record's change to the index and commits `next` as the
-    /// new state (see "Crash protocol"). `confirm` identifies the entry of
-    /// this id among hash matches.
+    /// Applies one log record (ending at `applied_end`, starting at
+    /// `last_record`) to the index and commits the new state (see "Crash
+    /// protocol"). The id's entry is looked up once: `confirm` identifies it
+    /// among hash matches, `counters(old)` gives the store's counters after
+    /// the record from the offset it replaces (if any); the entry count is
+    /// derived here.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         w: &mut DiskWriter,
         id: u128,
         change: Change,
         mut confirm: impl FnMut(u64) -> bool,
-        next: &DiskState,
+        applied_end: u64,
+        last_record: u64,
+        counters: impl FnOnce(Option<u64>) -> Counters,
     ) -> Result<()> {
         if !self.writable {
             // A read-only map must never be stored to (SIGSEGV); the store
@@ -940,46 +957,58 @@ impl DiskIndex {
         let geo = self.geo().load(Ordering::Relaxed);
         // Room for this record's split, reserved before anything changes.
         self.ensure_pages(w, 2 + buckets(geo) + 1)?;
-        self.write_intent(w, next);
         let h = self.hash(id);
-        match change {
-            Change::None => {}
-            Change::Set(off) => {
-                let mut b = bucket_of(h, self.geo().load(Ordering::Relaxed));
-                if let Some(i) = self.find(b, h, &mut confirm) {
+        let mut b = bucket_of(h, geo);
+        let found = match change {
+            Change::None => None,
+            Change::Set(_) | Change::Remove => self.find(b, h, &mut confirm),
+        };
+        let old = found.map(|i| self.bucket(b)[2 * i + 1].load(Ordering::Relaxed));
+        let entries = match (change, found) {
+            (Change::Set(_), None) => w.state.entries + 1,
+            (Change::Remove, Some(_)) => w.state.entries - 1,
+            _ => w.state.entries,
+        };
+        let next = DiskState {
+            applied_end,
+            last_record,
+            entries,
+            counters: counters(old),
+        };
+        self.write_intent(w, &next);
+        match (change, found) {
+            (Change::Set(off), Some(i)) => {
+                self.mark_intent(w, b);
+                let v = self.lock_stripe(b);
+                self.set_slot(self.bucket(b), i, h, off);
+                self.unlock_stripe(b, v);
+            }
+            (Change::Set(off), None) => {
+                loop {
                     self.mark_intent(w, b);
                     let v = self.lock_stripe(b);
-                    self.set_slot(self.bucket(b), i, h, off);
+                    let ok = self.insert(b, h, off);
                     self.unlock_stripe(b, v);
-                } else {
-                    loop {
-                        self.mark_intent(w, b);
-                        let v = self.lock_stripe(b);
-                        let ok = self.insert(b, h, off);
-                        self.unlock_stripe(b, v);
-                        if ok {
-                            break;
-                        }
-                        // Full bucket: split ahead until it has room.
-                        self.split_one(w)?;
-                        b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+                    if ok {
+                        break;
                     }
-                    if self.should_split(next.entries) {
-                        self.split_one(w)?;
-                    }
+                    // Full bucket: split ahead until it has room.
+                    self.split_one(w)?;
+                    b = bucket_of(h, self.geo().load(Ordering::Relaxed));
+                }
+                if self.should_split(next.entries) {
+                    self.split_one(w)?;
                 }
             }
-            Change::Remove => {
-                let b = bucket_of(h, geo);
-                if let Some(i) = self.find(b, h, &mut confirm) {
-                    self.mark_intent(w, b);
-                    let v = self.lock_stripe(b);
-                    self.remove_at(b, i);
-                    self.unlock_stripe(b, v);
-                }
+            (Change::Remove, Some(i)) => {
+                self.mark_intent(w, b);
+                let v = self.lock_stripe(b);
+                self.remove_at(b, i);
+                self.unlock_stripe(b, v);
             }
+            _ => {}
         }
-        self.commit(w, next);
+        self.commit(w, &next);
         Ok(())
     }
 
@@ -1206,10 +1235,14 @@ mod tests {
                 id,
                 Change::Set(off),
                 |o| at.get(&o) == Some(&id),
-                &st,
+                st.applied_end,
+                off,
+                |_| Counters::default(),
             )
             .unwrap();
         }
+        assert_eq!(w.state().entries, st.entries);
+        st.last_record = w.state().last_record;
         (idx, w, at, st)
     }
 
@@ -1302,11 +1335,7 @@ mod tests {
         let (level, split) = geo_parts(geo);
         let (p, n) = (split, (1 << level) + split);
         idx.ensure_pages(&mut w, n + 2).unwrap();
-        let (src, dst) = (idx.bucket(p), idx.bucket(n));
-        for word in dst.iter() {
-            word.store(0, Ordering::Relaxed);
-        }
-        dst[SUM].store(page_seed(idx.seed, n), Ordering::Relaxed);
+        let src = idx.bucket(p);
         let movers: Vec<usize> = (0..SLOTS)
             .filter(|&i| {
                 let h = src[2 * i].load(Ordering::Relaxed);
@@ -1314,18 +1343,8 @@ mod tests {
             })
             .collect();
         assert!(movers.len() >= 2, "a bucket with movers");
-        for &i in &movers {
-            assert!(idx.insert(
-                n,
-                src[2 * i].load(Ordering::Relaxed),
-                src[2 * i + 1].load(Ordering::Relaxed)
-            ));
-        }
-        let published = if split + 1 == 1 << level {
-            (level + 1) << 56
-        } else {
-            (level << 56) | (split + 1)
-        };
+        idx.fill_split_image(p, n, level);
+        let published = geo_after_split(geo);
         idx.geo().store(published, Ordering::Release);
         idx.word(H_COPY[1 - w.active] + C_CLEANUP)
             .store(p + 1, Ordering::Release);
@@ -1370,7 +1389,9 @@ mod tests {
                 id * 7919,
                 Change::Set(off),
                 |o| at.get(&o) == Some(&(id * 7919)),
-                &state,
+                off,
+                off,
+                |_| Counters::default(),
             )
             .unwrap();
         }
@@ -1387,7 +1408,9 @@ mod tests {
                 id * 7919,
                 Change::Remove,
                 |o| at.get(&o) == Some(&(id * 7919)),
-                &state,
+                off,
+                off,
+                |_| Counters::default(),
             )
             .unwrap();
         }
