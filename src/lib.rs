@@ -37,6 +37,7 @@ pub mod format;
 pub mod index;
 #[doc(hidden)]
 pub mod io;
+mod maps;
 mod options;
 mod recovery;
 mod segment;

@@ -38,12 +38,12 @@
 use crate::error::{Error, Result};
 use crate::format::{self, LOG_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::Io;
-use memmap2::{Advice, MmapOptions, MmapRaw};
-use parking_lot::Mutex;
+use crate::maps::ChunkMaps;
+use memmap2::Advice;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// log2 of the chunk size (4 GiB).
 const CHUNK_SHIFT: u32 = 32;
@@ -69,12 +69,9 @@ pub struct Segment {
     path: PathBuf,
     file: File,
     writable: bool,
-    chunks: Box<[OnceLock<MmapRaw>]>,
-    map_lock: Mutex<()>,
+    maps: ChunkMaps,
     committed: AtomicU64,
     io: Arc<dyn Io>,
-    /// Point reads from here on: no read-around on page faults.
-    random: std::sync::atomic::AtomicBool,
 }
 
 /// Records at least this long are read ahead in one request when cold.
@@ -87,11 +84,9 @@ impl Segment {
             path,
             file,
             writable,
-            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
-            map_lock: Mutex::new(()),
+            maps: ChunkMaps::new(MAX_CHUNKS, CHUNK_SHIFT, MAP_LEN, false),
             committed: AtomicU64::new(LOG_HEADER_LEN),
             io,
-            random: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -114,54 +109,28 @@ impl Segment {
                 max: MAX_LOG_LEN,
             });
         }
-        let last = end.saturating_sub(1) >> CHUNK_SHIFT;
-        for i in 0..=last as usize {
-            if self.chunks[i].get().is_some() {
-                continue;
-            }
-            let _g = self.map_lock.lock();
-            if self.chunks[i].get().is_some() {
-                continue;
-            }
-            let mut opts = MmapOptions::new();
-            opts.offset((i as u64) << CHUNK_SHIFT).len(MAP_LEN as usize);
-            // SAFETY: see the module docs: the mapping is only dereferenced
-            // below `committed` (reads) or below the reserved file length
-            // (the single writer), and the file is locked against others.
-            let map = if self.writable {
-                opts.map_raw(&self.file)
-            } else {
-                opts.map_raw_read_only(&self.file)
-            }
-            .map_err(|e| Error::io("mapping the log", &self.path, e))?;
-            if self.random.load(Ordering::Relaxed) {
-                let _ = map.advise(Advice::Random);
-            }
-            let _ = self.chunks[i].set(map);
-        }
-        Ok(())
+        // The maps are only dereferenced below `committed` (reads) or below
+        // the reserved file length (the single writer), and the file is
+        // locked against others: see the module docs.
+        self.maps.map_upto(
+            &self.file,
+            &self.path,
+            self.writable,
+            end,
+            "mapping the log",
+        )
     }
 
     /// Switches the maps to point reads, after the recovery scan: a cold
     /// `get` then reads the pages of its record, not megabytes around them
     /// (the kernel's read-around follows the device's `read_ahead_kb`).
     pub fn set_random_access(&self) {
-        let _g = self.map_lock.lock();
-        self.random.store(true, Ordering::Relaxed);
-        for c in self.chunks.iter() {
-            if let Some(map) = c.get() {
-                let _ = map.advise(Advice::Random);
-            }
-        }
+        self.maps.set_random();
     }
 
     #[inline]
     fn ptr(&self, off: u64) -> *mut u8 {
-        let chunk = (off >> CHUNK_SHIFT) as usize;
-        let map = self.chunks[chunk].get().expect("chunk mapped before use");
-        // `off - chunk start` < CHUNK ≤ MAP_LEN: the result stays inside the mapping.
-        map.as_mut_ptr()
-            .wrapping_add((off & ((1 << CHUNK_SHIFT) - 1)) as usize)
+        self.maps.ptr(off).0
     }
 
     /// The bytes `[off, off + len)` when they lie below the committed end and
@@ -204,7 +173,7 @@ impl Segment {
         let whole = self
             .bytes(off, h.record_len() as usize)
             .ok_or("record extends past the end of the log")?;
-        if h.record_len() >= WILLNEED_LEN && self.random.load(Ordering::Relaxed) {
+        if h.record_len() >= WILLNEED_LEN && self.maps.random() {
             self.will_need(off, h.record_len());
         }
         if !format::record_checksum_ok(salt, whole) {
@@ -216,9 +185,8 @@ impl Segment {
     /// Asks the kernel to read `[off, off + len)` in one go (a large record
     /// under `MADV_RANDOM` would otherwise fault in page by page).
     fn will_need(&self, off: u64, len: u64) {
-        let chunk = (off >> CHUNK_SHIFT) as usize;
-        if let Some(map) = self.chunks[chunk].get() {
-            let rel = (off & ((1 << CHUNK_SHIFT) - 1)) as usize;
+        if let Some(map) = self.maps.chunk_of(off) {
+            let rel = self.maps.ptr(off).1;
             let start = rel & !4095;
             let _ = map.advise_range(Advice::WillNeed, start, rel + len as usize - start);
         }
@@ -330,7 +298,7 @@ impl Segment {
     /// Makes everything written through the maps durable.
     pub fn sync(&self) -> Result<()> {
         #[cfg(not(target_os = "linux"))]
-        for map in self.chunks.iter().map_while(|c| c.get()) {
+        for map in self.maps.mapped() {
             map.flush()
                 .map_err(|e| Error::io("flushing the log map", &self.path, e))?;
         }

@@ -90,14 +90,13 @@
 use crate::error::{Error, Result};
 use crate::format::{Counters, COUNTER_WORDS, LOG_HEADER_LEN};
 use crate::io::{self, Io};
+use crate::maps::ChunkMaps;
 use crate::sys;
-use memmap2::{Advice, MmapOptions, MmapRaw};
-use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Name of the index file inside the store directory.
 pub const FILE: &str = "index.dh";
@@ -190,8 +189,7 @@ pub struct DiskIndex {
     path: PathBuf,
     file: File,
     writable: bool,
-    chunks: Box<[OnceLock<MmapRaw>]>,
-    map_lock: Mutex<()>,
+    maps: ChunkMaps,
     stripes: Box<[AtomicU64]>,
     seed: u64,
     /// Every durable operation on the file (grow, sync) goes through it.
@@ -425,8 +423,8 @@ impl DiskIndex {
             path,
             file,
             writable,
-            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
-            map_lock: Mutex::new(()),
+            // Lookups touch one page each: no read-around.
+            maps: ChunkMaps::new(MAX_CHUNKS, CHUNK_SHIFT, 1 << CHUNK_SHIFT, true),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             seed: u64_at(H_SEED),
             io,
@@ -482,43 +480,23 @@ impl DiskIndex {
         if last >= MAX_CHUNKS {
             return Err(Error::InvalidArgument("DiskHash index larger than 16 TiB"));
         }
-        for i in 0..=last {
-            if self.chunks[i].get().is_some() {
-                continue;
-            }
-            let _g = self.map_lock.lock();
-            if self.chunks[i].get().is_some() {
-                continue;
-            }
-            let mut opts = MmapOptions::new();
-            opts.offset((i as u64) << CHUNK_SHIFT).len(1 << CHUNK_SHIFT);
-            // SAFETY: the map is only dereferenced below the file's length
-            // (pages are reserved before they are used), the file is locked
-            // against other writers through the store's directory lock, and
-            // the map is never unmapped while `self` lives.
-            let map = if self.writable {
-                opts.map_raw(&self.file)
-            } else {
-                opts.map_raw_read_only(&self.file)
-            }
-            .map_err(|e| Error::io("mapping the DiskHash index", &self.path, e))?;
-            // Lookups touch one page each: do not read neighbours ahead.
-            let _ = map.advise(Advice::Random);
-            let _ = self.chunks[i].set(map);
-        }
-        Ok(())
+        // The maps are only dereferenced below the file's length (pages are
+        // reserved before they are used), and the file is locked against
+        // other writers through the store's directory lock.
+        self.maps.map_upto(
+            &self.file,
+            &self.path,
+            self.writable,
+            len,
+            "mapping the DiskHash index",
+        )
     }
 
     /// The 8-byte word at file offset `at`.
     #[inline]
     fn word(&self, at: u64) -> &AtomicU64 {
         debug_assert!(at % 8 == 0);
-        let map = self.chunks[(at >> CHUNK_SHIFT) as usize]
-            .get()
-            .expect("index page mapped before use");
-        let ptr = map
-            .as_mut_ptr()
-            .wrapping_add((at & ((1 << CHUNK_SHIFT) - 1)) as usize);
+        let (ptr, _) = self.maps.ptr(at);
         // SAFETY: `at` lies in a page below the file's length (header, or a
         // bucket below the published geometry / the writer's reserved
         // capacity), inside this chunk's map, which lives as long as `self`.
@@ -703,7 +681,8 @@ impl DiskIndex {
 
     /// Anonymous RAM the index holds, independent of the number of ids.
     pub fn memory_bytes(&self) -> u64 {
-        (STRIPES * 8 + MAX_CHUNKS * std::mem::size_of::<OnceLock<MmapRaw>>()) as u64
+        (STRIPES * 8 + MAX_CHUNKS * std::mem::size_of::<std::sync::OnceLock<memmap2::MmapRaw>>())
+            as u64
     }
 
     /// Bytes of the index file in use (header + buckets).
@@ -907,7 +886,7 @@ impl DiskIndex {
 
     /// Writes the header state (clean/dirty) and syncs the header page.
     fn set_state(&self, state: u32) -> Result<()> {
-        let map = self.chunks[0].get().expect("header mapped");
+        let map = self.maps.chunk_of(0).expect("header mapped");
         let mut h = [0u8; H_CRC + 4];
         // SAFETY: page 0 is the header, inside the file and chunk 0; only
         // the writer (which calls this) writes these bytes.
