@@ -47,6 +47,12 @@ type Encoded = (RecordHeader, [u8; RECORD_HEADER_LEN], Option<Vec<u8>>);
 
 /// Records applied together at open (see the scan in `open_with_options`).
 const APPLY_GROUP: usize = 32;
+/// How many records ahead `append_batch` prefetches the payload bytes it is
+/// about to checksum (overlaps their cache misses).
+const PREFETCH_AHEAD: usize = 2;
+/// How many records ahead `append_batch` prefetches the index lines it is
+/// about to update.
+const INDEX_AHEAD: usize = 32;
 
 /// Durable progress after which a sync also refreshes the header watermark.
 const WATERMARK_STEP: u64 = 16 << 20;
@@ -489,7 +495,11 @@ impl PayloadStore {
         let encode = |chunk: &[(u128, &[u8])]| -> Result<Vec<Encoded>> {
             chunk
                 .iter()
-                .map(|&(id, data)| {
+                .enumerate()
+                .map(|(k, &(id, data))| {
+                    if let Some((_, ahead)) = chunk.get(k + PREFETCH_AHEAD) {
+                        crate::index::prefetch_bytes(&ahead[..ahead.len().min(4096)]);
+                    }
                     let mut out = Vec::new();
                     let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
                     let mut hb = header.encode();
@@ -549,10 +559,13 @@ impl PayloadStore {
         self.reserve_index(&mut w, headers.len() as u64)?;
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
         // overlap the index's memory latencies (see `Index::prefetch`)
-        for (header, _) in headers.iter().take(APPLY_GROUP * 32) {
-            self.index.prefetch(header.id);
+        for (header, _) in headers.iter().take(INDEX_AHEAD) {
+            self.index.prefetch(&w.ix, header.id);
         }
-        for ((header, _), r) in headers.iter().zip(&rel) {
+        for (k, ((header, _), r)) in headers.iter().zip(&rel).enumerate() {
+            if let Some((ahead, _)) = headers.get(k + INDEX_AHEAD) {
+                self.index.prefetch(&w.ix, ahead.id);
+            }
             if let Err(e) = apply(&self.seg, &self.index, &mut w, base + r, header) {
                 return Err(self.index_failed(e));
             }
@@ -1427,7 +1440,7 @@ fn replay(
             puts += u64::from(h.kind == RecordKind::Put);
             return;
         }
-        index.prefetch(h.id);
+        index.prefetch(&w.ix, h.id);
         pending.push((off, *h));
         if pending.len() == APPLY_GROUP {
             flush(&mut pending, w);

@@ -123,6 +123,9 @@ impl Table {
 /// Writer-only state: the high tag bits and occupancy. Only reachable through
 /// the store's writer lock.
 pub struct MemWriter {
+    /// The table readers see (only the writer replaces it, so holding it
+    /// here spares the writer the shared pointer load on every update).
+    table: Arc<Table>,
     hi: Vec<u16>,
     occupied: u64,
 }
@@ -141,12 +144,14 @@ impl MemIndex {
     /// An empty index sized for about `expected` entries.
     pub fn new(expected: u64) -> (MemIndex, MemWriter) {
         let cap = (expected * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
+        let table = Arc::new(Table::new(cap));
         let idx = MemIndex {
-            table: ArcSwap::from_pointee(Table::new(cap)),
+            table: ArcSwap::new(table.clone()),
         };
         (
             idx,
             MemWriter {
+                table,
                 hi: vec![0; cap as usize],
                 occupied: 0,
             },
@@ -172,7 +177,7 @@ impl MemIndex {
         confirm: impl FnMut(u64) -> bool,
     ) -> Option<u64> {
         let tag = tag_of(id);
-        let t = self.table.load();
+        let t = &w.table;
         if let Some((i, old)) = t.find(tag, confirm) {
             t.slots[i].store(pack(off, tag), Ordering::Release);
             return Some(old);
@@ -192,10 +197,18 @@ impl MemIndex {
             i = t.next(i);
         }
         if w.occupied * MAX_LOAD_DEN > t.cap() * MAX_LOAD_NUM {
-            drop(t);
             self.rebuild(w);
         }
         None
+    }
+
+    /// Asks the CPU to fetch the lines an update of `id` touches first (its
+    /// home slot and high tag bits); a hint for batches.
+    #[inline]
+    pub fn prefetch(&self, w: &MemWriter, id: u128) {
+        let i = w.table.home(tag_of(id));
+        super::prefetch_line(&w.table.slots[i]);
+        super::prefetch_ptr((&w.hi[i] as *const u16).cast());
     }
 
     /// Removes `id`; returns its offset if it was present.
@@ -205,8 +218,7 @@ impl MemIndex {
         id: u128,
         confirm: impl FnMut(u64) -> bool,
     ) -> Option<u64> {
-        let _ = w;
-        let t = self.table.load();
+        let t = &w.table;
         let (i, old) = t.find(tag_of(id), confirm)?;
         t.slots[i].store(DELETED, Ordering::Release);
         Some(old)
@@ -214,7 +226,7 @@ impl MemIndex {
 
     /// Rebuilds the table for the live entries (dropping deleted marks).
     fn rebuild(&self, w: &mut MemWriter) {
-        let old = self.table.load_full();
+        let old = w.table.clone();
         let live = old
             .slots
             .iter()
@@ -240,8 +252,9 @@ impl MemIndex {
         }
         w.hi = hi;
         w.occupied = occupied;
+        w.table = Arc::new(new);
         // The swap publishes every slot stored above (ArcSwap stores with release).
-        self.table.store(Arc::new(new));
+        self.table.store(w.table.clone());
     }
 
     /// RAM the index uses now.
@@ -271,10 +284,18 @@ impl MemIndex {
         let table = Table {
             slots: slots.into_iter().map(AtomicU64::new).collect(),
         };
+        let table = Arc::new(table);
         let idx = MemIndex {
-            table: ArcSwap::from_pointee(table),
+            table: ArcSwap::new(table.clone()),
         };
-        Some((idx, MemWriter { hi, occupied }))
+        Some((
+            idx,
+            MemWriter {
+                table,
+                hi,
+                occupied,
+            },
+        ))
     }
 
     /// Calls `f(offset)` for every live entry.

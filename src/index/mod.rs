@@ -97,13 +97,13 @@ impl Index {
 
 impl Index {
     /// Asks the CPU to fetch what an update of `id` will touch first, so that
-    /// a group of records overlaps their memory latencies (a hint). DiskHash
-    /// only: for the RAM table it measured slower (the table pointer load per
-    /// record costs more than the overlap gains).
+    /// a group of records overlaps their memory latencies (a hint).
     #[inline]
-    pub fn prefetch(&self, id: u128) {
-        if let Index::Disk(d) = self {
-            d.prefetch(id);
+    pub fn prefetch(&self, w: &IndexWriter, id: u128) {
+        match (self, w) {
+            (Index::Disk(d), _) => d.prefetch(id),
+            (Index::Mem(m), IndexWriter::Mem(mw)) => m.prefetch(mw, id),
+            _ => {}
         }
     }
 }
@@ -111,16 +111,29 @@ impl Index {
 /// Prefetches the cache line holding `word` (no-op off x86-64).
 #[inline]
 pub(crate) fn prefetch_line(word: &AtomicU64) {
+    prefetch_ptr(word as *const AtomicU64 as *const u8);
+}
+
+/// Prefetches every cache line of `bytes` (no-op off x86-64).
+#[inline]
+pub(crate) fn prefetch_bytes(bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        prefetch_ptr(bytes[at..].as_ptr());
+        at += 64;
+    }
+}
+
+#[inline]
+pub(crate) fn prefetch_ptr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint with no architectural effect: it reads
-    // nothing into the program, cannot fault, and `word` is a valid address.
+    // nothing into the program and cannot fault, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            word as *const AtomicU64 as *const i8,
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = word;
+    let _ = p;
 }
 
 /// Writer-only state of the index; lives in the store's writer lock.
