@@ -36,8 +36,9 @@
 //! readers still on the old one see the same contents (the writer does not
 //! change it meanwhile), and it is freed when the last of them lets go.
 
+use super::slots::Slots;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const EMPTY: u64 = 0;
@@ -73,13 +74,14 @@ pub fn tag_of(id: u128) -> u32 {
 
 /// One immutable-size table of atomic slots.
 pub struct Table {
-    slots: Box<[AtomicU64]>,
+    slots: Slots,
 }
 
 impl Table {
     fn new(cap: u64) -> Table {
+        // EMPTY is 0
         Table {
-            slots: (0..cap).map(|_| AtomicU64::new(EMPTY)).collect(),
+            slots: Slots::zeroed(cap as usize),
         }
     }
 
@@ -282,7 +284,7 @@ impl MemIndex {
             return None;
         }
         let table = Table {
-            slots: slots.into_iter().map(AtomicU64::new).collect(),
+            slots: Slots::from_values(slots),
         };
         let table = Arc::new(table);
         let idx = MemIndex {

@@ -7,6 +7,7 @@
 
 pub(crate) mod disk;
 pub(crate) mod memory;
+mod slots;
 
 /// Which index implementation a store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
