@@ -1,0 +1,114 @@
+//! Where the time of a point get goes, stage by stage (BENCHMARKS.md,
+//! "Anatomy of a get").
+//!
+//! ```text
+//! cargo run --release --example get_anatomy -- [--count N] [--gets M] [--dir DIR]
+//! ```
+//!
+//! Loads N payloads of 100-1000 random bytes (w1's sizes), then times M
+//! random lookups in several ways, in ns per operation:
+//! - `has_payload`: index slot, then the record header (id confirmation);
+//! - `payload_len`: the same, plus the checksum over the whole record;
+//! - `get`: the same, plus the copy into a new Vec;
+//! - `get_at_offset`: `get` without the index;
+//! - on a plain read-only mmap of the same log file, no store involved:
+//!   copying each record out (what an unverified store does), checksumming
+//!   it, and the copy again with every iteration made to wait for the
+//!   previous one's bytes ("serialized"), which is the latency one verified
+//!   get cannot hide.
+
+use payloadstore::{CompressionType, PayloadStore};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() {
+    let (mut n, mut m) = (1_000_000usize, 3_000_000usize);
+    let mut dir = std::env::temp_dir().join("payload-store-get-anatomy");
+    let mut args = std::env::args().skip(1);
+    while let Some(k) = args.next() {
+        let v = args.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--count" => n = v.parse().expect("--count N"),
+            "--gets" => m = v.parse().expect("--gets M"),
+            "--dir" => dir = PathBuf::from(v),
+            _ => panic!("unknown option {k}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = PayloadStore::open(&dir).expect("open");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pool: Vec<u8> = (0..64 << 20).map(|_| rnd() as u8).collect();
+    let mut ids = Vec::with_capacity(n);
+    let mut locs = Vec::with_capacity(n);
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..n {
+        let len = 100 + (rnd() % 901) as usize;
+        let at = rnd() as usize % (pool.len() - len);
+        let id = (u128::from(rnd()) << 64) | u128::from(rnd());
+        ids.push(id);
+        batch.push((id, &pool[at..at + len]));
+        if batch.len() == 1000 || i + 1 == n {
+            locs.extend(store.append_batch(&batch, None).expect("append_batch"));
+            batch.clear();
+        }
+    }
+    store.sync().expect("sync");
+    let order: Vec<usize> = (0..m).map(|_| (rnd() % n as u64) as usize).collect();
+    let time = |f: &mut dyn FnMut(usize) -> usize| {
+        let t = Instant::now();
+        let mut sum = 0usize;
+        for &i in &order {
+            sum = sum.wrapping_add(f(i));
+        }
+        black_box(sum);
+        t.elapsed().as_nanos() as f64 / m as f64
+    };
+    let file = std::fs::File::open(dir.join("payload.data")).expect("log file");
+    // SAFETY: a read-only map of a file nobody writes while it is mapped
+    // (the store is idle from here on).
+    let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
+    let record = |i: usize| {
+        let (off, len, _) = locs[i];
+        &map[off as usize..off as usize + 32 + len as usize]
+    };
+    println!("{n} payloads of 100-1000 B, {m} random lookups per figure, ns per lookup");
+    for round in 0..3 {
+        let has = time(&mut |i| store.has_payload(ids[i]) as usize);
+        let len = time(&mut |i| store.payload_len(ids[i]).unwrap().unwrap());
+        let get = time(&mut |i| store.get(ids[i]).unwrap().unwrap().len());
+        let at = time(&mut |i| {
+            let (off, len, codec) = locs[i];
+            let codec = CompressionType::try_from(codec).unwrap();
+            store.get_at_offset(off, len, codec).unwrap().len()
+        });
+        let copy = time(&mut |i| record(i).to_vec().len());
+        let crc = time(&mut |i| crc32fast::hash(record(i)) as usize);
+        let mut wait = 0usize;
+        let serial = time(&mut |i| {
+            let v = record((i + wait) % n).to_vec();
+            wait = v[v.len() - 1] as usize * black_box(0usize); // depends on the bytes
+            v.len()
+        });
+        let mut wait = 0usize;
+        let serial_get = time(&mut |i| {
+            let v = store.get(ids[(i + wait) % n]).unwrap().unwrap();
+            wait = v[v.len() - 1] as usize * black_box(0usize);
+            v.len()
+        });
+        println!(
+            "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, \
+             get_at_offset {at:.0}, get serialized {serial_get:.0} | plain mmap: copy {copy:.0}, \
+             crc32 {crc:.0}, copy serialized {serial:.0}"
+        );
+    }
+    drop(map);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
