@@ -26,7 +26,7 @@ def main():
         with open(f) as fh:
             d = json.load(fh)
         runs.append((d.get("label") or d["engine"], d))
-    runs.sort(key=lambda r: (r[0] != "payloadstore", r[0] != "rawfile", r[0]))
+    runs.sort(key=lambda r: (not r[0].startswith("payloadstore"), r[0] != "rawfile", r[0]))
     bar_h, gap, label_w, bar_w, panel_w = 16, 4, 150, 300, 520
     panel_h = 30 + len(runs) * (bar_h + gap)
     cols = 2
