@@ -301,6 +301,11 @@ ps_status ps_options_set_auto_checkpoint(struct ps_options *opts, uint64_t bytes
 // a bigger table is built in sequential passes (default: half of RAM).
 ps_status ps_options_set_rebuild_memory(struct ps_options *opts, uint64_t bytes);
 
+// Whether a helper thread populates the log's pages ahead of unsynced
+// appends (Linux; default 1 = on, 0 = off: the store uses only the
+// caller's threads).
+ps_status ps_options_set_prefault(struct ps_options *opts, int32_t enabled);
+
 // Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 // `opts` may be NULL for defaults; it is not consumed. On success writes
 // the handle to `*out_store` (free it with `ps_store_close`).

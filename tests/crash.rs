@@ -251,3 +251,127 @@ fn kill_9_during_an_index_rebuild() {
         std::fs::remove_file(dir.join(index_file(IndexBackend::DiskHash))).unwrap();
     }
 }
+
+/// Child of `kill_9_during_unsynced_appends`: appends without ever syncing,
+/// so that the helper thread populates the log's pages ahead of the writer
+/// (`Options::prefault`, active once 16 MiB are appended without a sync).
+/// Prints `prefault` once that thread runs, then a line per batch after its
+/// ids are in the side file.
+#[test]
+fn crash_child_unsynced() {
+    let Ok(dir) = std::env::var("PS_CRASH_UNSYNCED_CHILD") else {
+        return;
+    };
+    let backend = backend_of(&std::env::var("PS_CRASH_BACKEND").unwrap());
+    let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
+    let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
+    let mut side = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(format!("{dir}.acked"))
+        .unwrap();
+    let mut out = std::io::stdout();
+    let mut told = false;
+    for batch in 0u128.. {
+        let mut ids = Vec::new();
+        for k in 0..64u128 {
+            let id = (round << 64) | (batch << 8) | k;
+            s.append(id, &payload(id, 1000 + (id % 40_000) as usize), None)
+                .unwrap();
+            ids.push(id);
+        }
+        let line: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        side.write_all(line.as_bytes()).unwrap();
+        if !told && prefault_thread_running() {
+            writeln!(out, "prefault").unwrap();
+            told = true;
+        }
+        writeln!(out, "{batch}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Whether this process runs the store's prefault thread.
+fn prefault_thread_running() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("payloadstore-pr"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// kill -9 a process that appends without syncing, while the prefault
+/// thread populates pages ahead of it: a process crash loses nothing that
+/// `append` returned, and the populated (zero) pages past the last record
+/// read as the end of the log.
+#[test]
+fn kill_9_during_unsynced_appends() {
+    if std::env::var("PS_CRASH_UNSYNCED_CHILD").is_ok() || std::env::var("PS_CRASH_CHILD").is_ok() {
+        return;
+    }
+    for backend in backends() {
+        let t = TempDir::new("crash-unsynced");
+        let dir = t.store();
+        let side = format!("{}.acked", dir.display());
+        let exe = std::env::current_exe().unwrap();
+        let mut rng = Rng(0xFACE);
+        let mut saw_prefault = false;
+        for round in 0..3u128 {
+            let mut child = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "crash_child_unsynced",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("PS_CRASH_UNSYNCED_CHILD", &dir)
+                .env("PS_CRASH_ROUND", round.to_string())
+                .env("PS_CRASH_BACKEND", format!("{backend:?}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // ~1.3 MB per batch: past 16 MiB after ~13 batches
+            let kill_after = 20 + rng.below(30);
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut seen = 0;
+            while seen < kill_after {
+                match lines.next() {
+                    Some(Ok(l)) if l == "prefault" => saw_prefault = true,
+                    Some(Ok(l)) if l.parse::<u64>().is_ok() => seen += 1,
+                    Some(_) => {}
+                    None => panic!("child exited early in round {round}"),
+                }
+            }
+            child.kill().unwrap();
+            assert!(!child.wait().unwrap().success());
+            let acked: Vec<u128> = std::fs::read_to_string(&side)
+                .unwrap()
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect();
+            assert!(acked.len() as u64 >= kill_after * 64);
+            let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
+            for id in &acked {
+                let got = s
+                    .get(*id)
+                    .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
+                assert_eq!(
+                    got.as_deref(),
+                    Some(&payload(*id, 1000 + (*id % 40_000) as usize)[..]),
+                    "round {round}: id {id}"
+                );
+            }
+            // the reopened handle appends after the recovered end
+            let id = u128::MAX - round;
+            s.append(id, b"after the crash", None).unwrap();
+            s.close().unwrap();
+        }
+        if cfg!(target_os = "linux") {
+            assert!(saw_prefault, "{backend:?}: the prefault thread never ran");
+        }
+    }
+}

@@ -351,6 +351,14 @@ pub extern "C" fn ps_options_set_rebuild_memory(opts: *mut ps_options, bytes: u6
     set_option(opts, |o| Ok(o.rebuild_memory_bytes(bytes)))
 }
 
+/// Whether a helper thread populates the log's pages ahead of unsynced
+/// appends (Linux; default 1 = on, 0 = off: the store uses only the
+/// caller's threads).
+#[no_mangle]
+pub extern "C" fn ps_options_set_prefault(opts: *mut ps_options, enabled: i32) -> ps_status {
+    set_option(opts, |o| Ok(o.prefault(enabled != 0)))
+}
+
 /// Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 /// `opts` may be NULL for defaults; it is not consumed. On success writes
 /// the handle to `*out_store` (free it with `ps_store_close`).
