@@ -10,6 +10,8 @@
 //! file of `[id u128][len u32][bytes]` written with one `write(2)` per batch
 //! of 1000, an in-memory `HashMap` index, reads copied out of an `mmap`; no
 //! checksums, no compression, no persisted index (open = full scan).
+//! "append per item" loads up to 1 GiB with one call per item and no sync:
+//! the store's `append`, the baseline's `write(2)` of one record.
 //! Figures are printed as absolute values and as ratios store / baseline.
 
 use payloadstore::{Options, PayloadStore};
@@ -152,6 +154,8 @@ trait Engine: Sync + Sized {
     fn crash_reopen(self, dir: &Path, a: &Args, w: &Workload, extra: usize) -> f64;
     /// One batch of (normally) 1000 items.
     fn put_batch(&mut self, batch: &[(u128, &[u8])]);
+    /// One item on its own (the store's `append`; the baseline's `write(2)`).
+    fn put_one(&mut self, id: u128, data: &[u8]);
     fn sync(&mut self);
     fn get(&self, id: u128) -> Option<Vec<u8>>;
 }
@@ -182,6 +186,9 @@ impl Engine for PayloadStore {
     }
     fn put_batch(&mut self, batch: &[(u128, &[u8])]) {
         self.append_batch(batch, None).expect("append_batch");
+    }
+    fn put_one(&mut self, id: u128, data: &[u8]) {
+        self.append(id, data, None).expect("append");
     }
     fn sync(&mut self) {
         PayloadStore::sync(self).expect("sync");
@@ -268,6 +275,9 @@ impl Engine for RawFile {
         self.len += self.buf.len() as u64;
         self.buf.clear();
     }
+    fn put_one(&mut self, id: u128, data: &[u8]) {
+        self.put_batch(&[(id, data)]);
+    }
     fn sync(&mut self) {
         self.file.sync_data().unwrap();
         self.remap();
@@ -317,6 +327,8 @@ fn disk_bytes(dir: &Path) -> u64 {
 struct Figures {
     bulk_mbs: f64,
     bulk_kops: f64,
+    item_mbs: f64,
+    item_kops: f64,
     sync_mbs: f64,
     sync_kops: f64,
     get1_kops: f64,
@@ -415,6 +427,24 @@ fn run<E: Engine>(name: &str, a: &Args, w: &Workload) -> Figures {
     f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
     e.close();
     let _ = std::fs::remove_dir_all(&dir);
+    // one call per item, no syncs, up to 1 GiB
+    let mut e = E::open(&dir, a);
+    let (mut n, mut bytes) = (0, 0);
+    while n < w.items.len() && bytes < 1 << 30 {
+        bytes += w.items[n].2;
+        n += 1;
+    }
+    let t = Instant::now();
+    for i in 0..n {
+        e.put_one(w.items[i].0, w.data(i));
+        progress("per item", i + 1, n);
+    }
+    e.sync();
+    let t = t.elapsed();
+    f.item_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
+    f.item_kops = n as f64 / 1e3 / t.as_secs_f64();
+    e.close();
+    let _ = std::fs::remove_dir_all(&dir);
     f
 }
 
@@ -454,6 +484,8 @@ fn main() {
     };
     row("bulk append", ps.bulk_mbs, raw.bulk_mbs, "MB/s");
     row("bulk append", ps.bulk_kops, raw.bulk_kops, "kops/s");
+    row("append per item", ps.item_mbs, raw.item_mbs, "MB/s");
+    row("append per item", ps.item_kops, raw.item_kops, "kops/s");
     row(
         "durable append (sync/1000)",
         ps.sync_mbs,
