@@ -7,7 +7,12 @@
 //! or the first record) while each one decodes, fits in the file and matches
 //! its checksum. At the first record that does not:
 //! - zeros to the end of the file: the clean end of the log (the file is
-//!   preallocated with zeros ahead of the writer);
+//!   preallocated with zeros ahead of the writer). At or past the watermark
+//!   only the next MiB is checked: a writable open cuts the file at the end
+//!   of the scan anyway, so only the report could differ, while reading up
+//!   to a whole growth step of preallocated zeros (1 GiB for a large log)
+//!   would make the open after a crash grow with the preallocation instead
+//!   of the unsynced tail;
 //! - at or past the header's durable watermark: a **torn tail** — a write that
 //!   never completed because the process or machine died. It is cut off and
 //!   reported in [`RecoveryReport`](crate::RecoveryReport); nothing acknowledged as durable lived there;
@@ -75,7 +80,17 @@ pub fn scan(
                 s.end = pos;
             }
             Err(reason) => {
-                if all_zero(seg, pos, file_len) {
+                // Past the watermark, whatever follows is cut anyway (a
+                // writable open truncates the file to the scan's end), so
+                // only the report depends on it: look at the next MiB, not
+                // at up to a whole growth step of preallocated zeros. Below
+                // the watermark zeros are checked to the end of the file.
+                let look = if pos >= mode.watermark {
+                    file_len.min(pos + ZERO_CHECK_PAST_WATERMARK)
+                } else {
+                    file_len
+                };
+                if all_zero(seg, pos, look) {
                     break;
                 }
                 if mode.repair {
@@ -107,6 +122,10 @@ pub fn scan(
     }
     Ok(s)
 }
+
+/// How far past the first non-record at or past the watermark the scan
+/// checks for zeros (see `scan`).
+const ZERO_CHECK_PAST_WATERMARK: u64 = 1 << 20;
 
 fn all_zero(seg: &Segment, from: u64, to: u64) -> bool {
     let mut at = from;

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use payloadstore::{IndexBackend, IndexSource, Options, PayloadStore};
-use std::os::fd::AsRawFd;
 
 /// The tests of this file run one at a time: one of them measures the
 /// process's anonymous memory, which the others would disturb.
@@ -69,38 +68,6 @@ fn index_ram_does_not_grow_with_ids() {
     for i in (0..n).step_by(997) {
         assert_eq!(s.get(id_of(i)).unwrap().unwrap(), i.to_le_bytes());
     }
-}
-
-/// Pages of `path` resident in the page cache.
-fn resident_pages(path: &std::path::Path) -> (usize, usize) {
-    let f = std::fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let page = 4096;
-    let pages = len.div_ceil(page);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: a read-only shared mapping of an open file, unmapped below;
-    // mincore writes one byte per page into `vec`, which has that many.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
-        libc::munmap(p, len);
-    }
-    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
-}
-
-fn evict(path: &std::path::Path) {
-    let f = std::fs::File::open(path).unwrap();
-    // SAFETY: advisory call on an open descriptor.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0);
 }
 
 #[test]

@@ -122,3 +122,46 @@ pub fn simulate_reboot(index_file: &Path) {
     f[72..76].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(index_file, f).unwrap();
 }
+
+/// For each 4 KiB page of `path`: whether it is in the page cache.
+pub fn residency(path: &Path) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let mut vec = vec![0u8; len.div_ceil(4096)];
+    if len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // mincore writes one byte per page into `vec`, which has that many.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    vec.iter().map(|&b| b & 1 == 1).collect()
+}
+
+/// Pages of `path` resident in the page cache, and pages in all.
+pub fn resident_pages(path: &Path) -> (usize, usize) {
+    let r = residency(path);
+    (r.iter().filter(|&&b| b).count(), r.len())
+}
+
+/// Writes `path`'s dirty pages back and drops its pages from the page cache.
+pub fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: advisory call on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
