@@ -54,6 +54,11 @@ const PREFETCH_AHEAD: usize = 2;
 /// about to update.
 const INDEX_AHEAD: usize = 32;
 
+/// Records at least this large are appended with `pwritev` rather than
+/// copied through the map (the system call costs less than the page faults
+/// of that many fresh pages).
+const WRITE_SYSCALL_FROM: usize = 16 << 10;
+
 /// Durable progress after which a sync also refreshes the header watermark.
 const WATERMARK_STEP: u64 = 16 << 20;
 
@@ -445,7 +450,11 @@ impl PayloadStore {
         let mut w = self.writer.lock();
         self.writable()?;
         self.reserve_index(&mut w, 1)?;
-        let off = self.seg.append(&mut w.cur, &[&hb, stored])?;
+        let off = if stored.len() >= WRITE_SYSCALL_FROM {
+            self.seg.append_vectored(&mut w.cur, &[&hb, stored])?
+        } else {
+            self.seg.append(&mut w.cur, &[&hb, stored])?
+        };
         if self.prefault_wanted(w.cur.end) {
             self.seg.prefault_ahead(&mut w.cur);
         }
