@@ -11,6 +11,7 @@
 //! - `payload_len`: the same, plus the checksum over the whole record;
 //! - `get`: the same, plus the copy into a new Vec;
 //! - `get_at_offset`: `get` without the index;
+//! - `get_many`: the same lookups in batches of 64 ids;
 //! - on a plain read-only mmap of the same log file, no store involved:
 //!   copying each record out (what an unverified store does), checksumming
 //!   it, summing its 8-byte words (the least work that reads every byte),
@@ -84,6 +85,18 @@ fn main() {
         let has = time(&mut |i| store.has_payload(ids[i]) as usize);
         let len = time(&mut |i| store.payload_len(ids[i]).unwrap().unwrap());
         let get = time(&mut |i| store.get(ids[i]).unwrap().unwrap().len());
+        let many = {
+            let t = Instant::now();
+            let mut sum = 0usize;
+            for batch in order.chunks(64) {
+                let want: Vec<u128> = batch.iter().map(|&i| ids[i]).collect();
+                for r in store.get_many(&want) {
+                    sum = sum.wrapping_add(r.unwrap().unwrap().len());
+                }
+            }
+            black_box(sum);
+            t.elapsed().as_nanos() as f64 / m as f64
+        };
         let at = time(&mut |i| {
             let (off, len, codec) = locs[i];
             let codec = CompressionType::try_from(codec).unwrap();
@@ -112,7 +125,7 @@ fn main() {
             v.len()
         });
         println!(
-            "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, \
+            "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, get_many {many:.0}, \
              get_at_offset {at:.0}, get serialized {serial_get:.0} | plain mmap: copy {copy:.0}, \
              crc32 {crc:.0}, word sum {sum:.0}, copy serialized {serial:.0}"
         );

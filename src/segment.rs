@@ -174,6 +174,20 @@ impl Segment {
             .map(format::RecordHeader::peek_id)
     }
 
+    /// Prefetches `len` bytes at `off` (clipped to the committed log); a
+    /// hint, for batched reads.
+    #[inline]
+    pub fn prefetch(&self, off: u64, len: u64) {
+        let committed = self.committed();
+        if off >= committed || off < LOG_HEADER_LEN {
+            return;
+        }
+        let len = len.min(committed - off).min(MAX_RECORD_LEN);
+        if let Some(b) = self.bytes(off, len as usize) {
+            crate::index::prefetch_bytes(b);
+        }
+    }
+
     /// The intact record at `off`: its header and stored bytes, when a
     /// record header decodes there, the record lies below the committed end
     /// and its checksum matches. `Err(reason)` otherwise.

@@ -166,6 +166,13 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
     for (id, data) in &model {
         assert_eq!(s.get(*id).unwrap().as_ref(), Some(data));
     }
+    // get_many: every possible id (present or not) and some twice, in
+    // groups that straddle its internal batching
+    let ids: Vec<u128> = (0..=255u128).chain((0..40).map(|i| i * 7 % 256)).collect();
+    for (id, got) in ids.iter().zip(s.get_many(&ids)) {
+        assert_eq!(got.unwrap(), model.get(id).cloned(), "get_many of {id}");
+    }
+    assert!(s.get_many(&[]).is_empty());
     let mut n = 0;
     s.for_each(|id, _| {
         assert!(model.contains_key(&id));

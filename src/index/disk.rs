@@ -560,6 +560,20 @@ impl DiskIndex {
         self.lookup(id, confirm, true)
     }
 
+    /// Calls `candidate(offset)` for the entries whose hash matches `id`'s,
+    /// without confirming them or checking the page (a prefetch hint for
+    /// batched reads).
+    pub fn candidates(&self, id: u128, mut candidate: impl FnMut(u64)) {
+        let _ = self.lookup(
+            id,
+            |off| {
+                candidate(off);
+                false
+            },
+            false,
+        );
+    }
+
     /// `get` for the writer: no checksum check (a miss is then an insert).
     pub fn writer_get(&self, id: u128, confirm: impl FnMut(u64) -> bool) -> Option<u64> {
         self.lookup(id, confirm, false).unwrap_or(None)

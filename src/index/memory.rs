@@ -170,6 +170,22 @@ impl MemIndex {
             .map(|(_, off)| off)
     }
 
+    /// Prefetches the home slot of `id` for a reader.
+    #[inline]
+    pub fn prefetch_lookup(&self, id: u128) {
+        let t = self.table.load();
+        super::prefetch_line(&t.slots[t.home(tag_of(id))]);
+    }
+
+    /// Calls `candidate(offset)` for the entries whose tag matches `id`'s,
+    /// without confirming them (a prefetch hint for batched reads).
+    pub fn candidates(&self, id: u128, mut candidate: impl FnMut(u64)) {
+        let _ = self.table.load().find(tag_of(id), |off| {
+            candidate(off);
+            false
+        });
+    }
+
     /// Inserts or replaces `id` → `off`; returns the previous offset.
     pub fn upsert(
         &self,

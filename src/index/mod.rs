@@ -66,6 +66,27 @@ impl Index {
         }
     }
 
+    /// Calls `candidate(offset)` for the offsets a lookup of `id` would
+    /// confirm first (unconfirmed: a prefetch hint for batched reads).
+    pub fn candidates(&self, id: u128, mut candidate: impl FnMut(u64)) {
+        match self {
+            Index::Mem(m) => m.candidates(id, candidate),
+            Index::Disk(d) => d.candidates(id, candidate),
+            Index::DiskOverlay(d, tail) => {
+                tail.candidates(id, &mut candidate);
+                d.candidates(id, candidate);
+            }
+        }
+    }
+
+    /// Prefetches, for a reader, the first index line a lookup of `id` reads.
+    pub fn prefetch_lookup(&self, id: u128) {
+        match self {
+            Index::Mem(m) => m.prefetch_lookup(id),
+            Index::Disk(d) | Index::DiskOverlay(d, _) => d.prefetch(id),
+        }
+    }
+
     /// Calls `f(offset)` for every live entry.
     pub fn for_each_offset(&self, f: impl FnMut(u64)) -> Result<()> {
         match self {

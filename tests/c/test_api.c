@@ -219,6 +219,35 @@ static void test_store(const char *dir) {
     }
     ps_buf_free(NULL);
 
+    /* get_many: every id of channel 1, an absent one in the middle, one twice */
+    {
+        enum { M = NS + 2 };
+        ps_edge_id ids[M];
+        for (size_t i = 0; i < NS; i++) ids[i] = (ps_edge_id){1, i};
+        ids[NS] = e;                     /* absent */
+        ids[NS + 1] = (ps_edge_id){1, 1}; /* again */
+        ps_buf bufs[M];
+        ps_status st[M];
+        CHECK_ST(ps_store_get_many(s, ids, M, bufs, st), PS_OK);
+        for (size_t i = 0; i < M; i++) {
+            if (i == NS) {
+                CHECK_ST(st[i], PS_NOT_FOUND);
+                CHECK(bufs[i].data == NULL && bufs[i].len == 0);
+                continue;
+            }
+            size_t k = i == NS + 1 ? 1 : i;
+            fill_payload(want, sizes[k], 0 * 100 + k);
+            CHECK_ST(st[i], PS_OK);
+            CHECK(bufs[i].len == sizes[k] && (sizes[k] == 0 || memcmp(bufs[i].data, want, sizes[k]) == 0));
+            ps_buf_free(&bufs[i]);
+        }
+        CHECK_ST(ps_store_get_many(s, NULL, 0, NULL, NULL), PS_OK);
+        CHECK_ST(ps_store_get_many(s, NULL, 2, bufs, st), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_get_many(s, ids, 2, NULL, st), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_get_many(s, ids, 2, bufs, NULL), PS_ERR_NULL_ARGUMENT);
+        CHECK_ST(ps_store_get_many(NULL, ids, 2, bufs, st), PS_ERR_NULL_ARGUMENT);
+    }
+
     /* not found */
     ps_buf nb = {(uint8_t *)0x1, 99};
     CHECK_ST(ps_store_get(s, e, &nb), PS_NOT_FOUND);
