@@ -21,6 +21,10 @@ int main() {
         std::vector<uint8_t> out;
         if (!store.get({0, 999}, out) || std::string(out.begin(), out.end()) != text) return 1;
         if (store.get({1, 1}, out)) return 1;
+        std::vector<std::vector<uint8_t>> many;
+        std::vector<bool> found = store.get_many({{0, 999}, {1, 1}, {0, 999}}, many);
+        if (found.size() != 3 || !found[0] || found[1] || !found[2]) return 1;
+        if (std::string(many[2].begin(), many[2].end()) != text || !many[1].empty()) return 1;
         try {
             store.get_at({7, 100, 0});
             return 1;  // must have thrown

@@ -72,6 +72,20 @@ func TestRoundTripAndStatusMapping(t *testing.T) {
 	if err != nil || !bytes.Equal(got, payload(1234)) {
 		t.Fatalf("after reopen: %v", err)
 	}
+	ids := []ID{{1, 7}, {9, 9}, {1, 1999}, {1, 7}}
+	datas, errs := s.GetMany(ids)
+	for i, id := range ids {
+		if id.Hi == 9 {
+			if errs[i] != ErrNotFound || datas[i] != nil {
+				t.Fatalf("get_many absent: %v", errs[i])
+			}
+		} else if errs[i] != nil || !bytes.Equal(datas[i], payload(int(id.Lo))) {
+			t.Fatalf("get_many %v: %v", id, errs[i])
+		}
+	}
+	if d, e := s.GetMany(nil); len(d) != 0 || len(e) != 0 {
+		t.Fatalf("get_many of nothing")
+	}
 }
 
 func TestDiskHashBackendAndConversion(t *testing.T) {
