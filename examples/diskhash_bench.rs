@@ -11,9 +11,13 @@
 //! Needs ~10 GB of disk for 100M ids; the store is removed afterwards unless
 //! `--keep`. Not a test: figures depend on the machine.
 
+// the page-cache helpers (mincore, fadvise) and the PRNG the tests use
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{evict, resident_pages, Rng};
 use payloadstore::{IndexBackend, Options, PayloadStore};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,49 +117,6 @@ fn mb(b: u64) -> String {
 
 fn id_of(i: u64) -> u128 {
     u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(i)
-}
-
-fn evict(path: &Path) {
-    if let Ok(f) = std::fs::File::open(path) {
-        // SAFETY: advisory call on an open descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    }
-}
-
-/// Resident pages of a file (mincore on a fresh read-only mapping).
-fn resident_pages(path: &Path) -> u64 {
-    let f = std::fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let mut vec = vec![0u8; len.div_ceil(4096)];
-    // SAFETY: a read-only shared mapping of an open file, unmapped below;
-    // mincore writes one byte per page into `vec`, which has that many.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return 0;
-        }
-        libc::mincore(p, len, vec.as_mut_ptr());
-        libc::munmap(p, len);
-    }
-    vec.iter().filter(|&&b| b & 1 == 1).count() as u64
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
 }
 
 fn warm_gets(s: &PayloadStore, n: u64, gets: u64) -> Duration {
@@ -280,7 +241,7 @@ fn main() {
     // ---- cold lookups: index and log evicted from the page cache
     evict(&index);
     evict(&log);
-    let res0 = resident_pages(&index);
+    let res0 = resident_pages(&index).0;
     let io0 = read_bytes();
     let mut rng = Rng(7);
     let cold = 2000u64;
@@ -293,7 +254,7 @@ fn main() {
         h.add(t.elapsed().as_nanos() as u64);
         assert_eq!(got.is_some(), i < n, "lookup {k}");
     }
-    let res1 = resident_pages(&index);
+    let res1 = resident_pages(&index).0;
     let io1 = read_bytes();
     println!(
         "cold lookups ({cold}, half misses): p50 {} p99 {} max {}; index pages read {:.3}/lookup; storage reads {:.0} bytes/lookup (index + log)",

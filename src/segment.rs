@@ -174,17 +174,22 @@ impl Segment {
             .map(format::RecordHeader::peek_id)
     }
 
+    /// The header of the record at `off`, decoded but not verified (the
+    /// checksum covers the whole record: `record` verifies it). `None` if
+    /// out of range or not a header.
+    #[inline]
+    pub fn header(&self, off: u64) -> Option<format::RecordHeader> {
+        let b = self.bytes(off, format::RECORD_HEADER_LEN)?;
+        format::RecordHeader::decode(b.try_into().ok()?).ok()
+    }
+
     /// Prefetches `len` bytes at `off` (clipped to the committed log); a
     /// hint, for batched reads.
     #[inline]
     pub fn prefetch(&self, off: u64, len: u64) {
-        let committed = self.committed();
-        if off >= committed || off < LOG_HEADER_LEN {
-            return;
-        }
-        let len = len.min(committed - off).min(MAX_RECORD_LEN);
+        let len = len.min(self.committed().saturating_sub(off));
         if let Some(b) = self.bytes(off, len as usize) {
-            crate::index::prefetch_bytes(b);
+            crate::sys::prefetch_bytes(b);
         }
     }
 

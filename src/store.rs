@@ -50,6 +50,8 @@ const APPLY_GROUP: usize = 32;
 /// How many records ahead `append_batch` prefetches the payload bytes it is
 /// about to checksum (overlaps their cache misses).
 const PREFETCH_AHEAD: usize = 2;
+/// ... of at most this many bytes of each.
+const PREFETCH_PAYLOAD_MAX: usize = 4096;
 /// How many records ahead `append_batch` prefetches the index lines it is
 /// about to update.
 const INDEX_AHEAD: usize = 32;
@@ -525,7 +527,7 @@ impl PayloadStore {
                 .enumerate()
                 .map(|(k, &(id, data))| {
                     if let Some((_, ahead)) = chunk.get(k + PREFETCH_AHEAD) {
-                        crate::index::prefetch_bytes(&ahead[..ahead.len().min(4096)]);
+                        crate::sys::prefetch_bytes(&ahead[..ahead.len().min(PREFETCH_PAYLOAD_MAX)]);
                     }
                     let mut out = Vec::new();
                     let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
@@ -810,11 +812,7 @@ impl PayloadStore {
             for &id in group {
                 let loc = self.locate(id);
                 if let Ok(Some(off)) = loc {
-                    let len = self
-                        .seg
-                        .bytes(off, RECORD_HEADER_LEN)
-                        .and_then(|b| RecordHeader::decode(b.try_into().ok()?).ok())
-                        .map_or(0, |h| h.record_len());
+                    let len = self.seg.header(off).map_or(0, |h| h.record_len());
                     self.seg.prefetch(off, len.min(PREFETCH_RECORD_MAX));
                 }
                 located.push(loc);
@@ -1627,9 +1625,7 @@ fn bulk_build(
 
 /// Whether the record at `off` is a tombstone.
 fn is_delete_at(seg: &Segment, off: u64) -> bool {
-    seg.bytes(off, RECORD_HEADER_LEN)
-        .and_then(|b| <&[u8; RECORD_HEADER_LEN]>::try_from(b).ok())
-        .and_then(|b| RecordHeader::decode(b).ok())
+    seg.header(off)
         .is_some_and(|h| h.kind == RecordKind::Delete)
 }
 
@@ -1653,13 +1649,7 @@ fn account(seg: &Segment, c: &mut Counters, old: Option<u64>, h: &RecordHeader) 
 
 /// Moves the record at `off` from live to dead in the counters.
 fn retire(seg: &Segment, c: &mut Counters, off: u64) {
-    let Some(hb) = seg.bytes(off, RECORD_HEADER_LEN) else {
-        return;
-    };
-    let Ok(hb) = <&[u8; RECORD_HEADER_LEN]>::try_from(hb) else {
-        return;
-    };
-    let Ok(h) = RecordHeader::decode(hb) else {
+    let Some(h) = seg.header(off) else {
         return;
     };
     let t = h.compression as usize;

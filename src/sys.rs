@@ -1,5 +1,6 @@
 //! Thin wrappers over OS calls: directory locking, space reservation,
-//! directory sync, randomness. Durable side effects reach them through `io::Io`.
+//! directory sync, randomness — and the CPU's prefetch hint. Durable side
+//! effects reach them through `io::Io`.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -192,4 +193,32 @@ pub fn physical_memory() -> u64 {
     } else {
         8 << 30
     }
+}
+
+/// Prefetches the cache line holding `word` (no-op off x86-64).
+#[inline]
+pub fn prefetch_line(word: &std::sync::atomic::AtomicU64) {
+    prefetch_ptr((word as *const std::sync::atomic::AtomicU64).cast());
+}
+
+/// Prefetches every cache line of `bytes` (no-op off x86-64).
+#[inline]
+pub fn prefetch_bytes(bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        prefetch_ptr(bytes[at..].as_ptr());
+        at += 64;
+    }
+}
+
+#[inline]
+pub fn prefetch_ptr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint with no architectural effect: it reads
+    // nothing into the program and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

@@ -9,8 +9,9 @@ mod common;
 
 use common::*;
 use payloadstore::{CompressionType, IndexBackend, IndexSource, Options, PayloadStore, SyncPolicy};
+use std::fmt::Display;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// Ids with bit 63 set are the many small inserts that grow the index.
 const SMALL: u128 = 1 << 63;
@@ -27,6 +28,65 @@ fn backend_of(name: &str) -> IndexBackend {
     match name {
         "DiskHash" => IndexBackend::DiskHash,
         _ => IndexBackend::HashMap,
+    }
+}
+
+/// Runs this test binary's test `name` alone, in a child process with `env`.
+fn spawn_child(name: &str, env: &[(&str, String)], stdout: Stdio) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .stdout(stdout)
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Reads the child's stdout until it has printed `kill_after` numbered
+/// lines (handing every other line to `other`), then kills it with SIGKILL.
+fn kill_after_lines(
+    child: &mut Child,
+    kill_after: u64,
+    round: impl Display,
+    mut other: impl FnMut(&str),
+) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = 0;
+    while seen < kill_after {
+        match lines.next() {
+            Some(Ok(l)) if l.parse::<u64>().is_ok() => seen += 1,
+            Some(Ok(l)) => other(&l),
+            Some(_) => {}
+            None => panic!("child exited early in round {round}"),
+        }
+    }
+    // The child is appending its next batch now.
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+}
+
+/// The ids a child wrote to its side file, one per line.
+fn ids_in(side: &str) -> Vec<u128> {
+    std::fs::read_to_string(side)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Every id in `ids` reads back as `want(id)`.
+fn assert_intact(
+    s: &PayloadStore,
+    ids: &[u128],
+    want: impl Fn(u128) -> Vec<u8>,
+    round: impl Display,
+) {
+    for &id in ids {
+        let got = s
+            .get(id)
+            .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
+        assert_eq!(got, Some(want(id)), "round {round}: id {id}");
     }
 }
 
@@ -97,51 +157,22 @@ fn kill_9_rounds(backend: IndexBackend) {
     let t = TempDir::new("crash");
     let dir = t.store();
     let side = format!("{}.synced", dir.display());
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0xC0FFEE);
     let rounds = 12;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env("PS_CRASH_CHILD", &dir)
-            .env("PS_CRASH_ROUND", round.to_string())
-            .env("PS_CRASH_BACKEND", format!("{backend:?}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let env = [
+            ("PS_CRASH_CHILD", dir.display().to_string()),
+            ("PS_CRASH_ROUND", round.to_string()),
+            ("PS_CRASH_BACKEND", format!("{backend:?}")),
+        ];
+        let mut child = spawn_child("crash_child", &env, Stdio::piped());
         let kill_after = 1 + rng.below(60);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = 0;
-        while seen < kill_after {
-            match lines.next() {
-                Some(Ok(l)) if l.parse::<u64>().is_ok() => seen += 1,
-                Some(_) => {}
-                None => panic!("child exited early in round {round}"),
-            }
-        }
-        // The child is appending its next batch now.
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success());
+        kill_after_lines(&mut child, kill_after, round, |_| {});
 
-        let synced: Vec<u128> = std::fs::read_to_string(&side)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
+        let synced = ids_in(&side);
         assert!(synced.len() as u64 >= kill_after * 128);
         let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
-        for id in &synced {
-            let got = s
-                .get(*id)
-                .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
-            assert_eq!(
-                got.as_deref(),
-                Some(&payload(*id, len_of(*id))[..]),
-                "round {round}: id {id}"
-            );
-        }
+        assert_intact(&s, &synced, |id| payload(id, len_of(id)), round);
         let r = s.stats().recovery;
         assert!(r.repaired_regions.is_empty());
         assert_eq!(
@@ -214,23 +245,14 @@ fn kill_9_during_an_index_rebuild() {
         }
         s.close().unwrap();
     }
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0xBEEF);
     for round in 0..6u64 {
         let budget = if round % 2 == 0 { u64::MAX } else { 64 << 10 };
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "rebuild_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("PS_REBUILD_CHILD", &dir)
-            .env("PS_REBUILD_BUDGET", budget.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let env = [
+            ("PS_REBUILD_CHILD", dir.display().to_string()),
+            ("PS_REBUILD_BUDGET", budget.to_string()),
+        ];
+        let mut child = spawn_child("rebuild_child", &env, Stdio::null());
         // a random moment of the build (fault injection, not synchronization:
         // whether the kill lands mid-build or after it, the checks below hold)
         std::thread::sleep(std::time::Duration::from_millis(20 + rng.below(300)));
@@ -250,6 +272,11 @@ fn kill_9_during_an_index_rebuild() {
         // the next round builds again
         std::fs::remove_file(dir.join(index_file(IndexBackend::DiskHash))).unwrap();
     }
+}
+
+/// The payload `crash_child_unsynced` appends for `id`.
+fn unsynced_payload(id: u128) -> Vec<u8> {
+    payload(id, 1000 + (id % 40_000) as usize)
 }
 
 /// Child of `kill_9_during_unsynced_appends`: appends without ever syncing,
@@ -276,31 +303,18 @@ fn crash_child_unsynced() {
         let mut ids = Vec::new();
         for k in 0..64u128 {
             let id = (round << 64) | (batch << 8) | k;
-            s.append(id, &payload(id, 1000 + (id % 40_000) as usize), None)
-                .unwrap();
+            s.append(id, &unsynced_payload(id), None).unwrap();
             ids.push(id);
         }
         let line: String = ids.iter().map(|i| format!("{i}\n")).collect();
         side.write_all(line.as_bytes()).unwrap();
-        if !told && prefault_thread_running() {
+        if !told && threads_named(PREFAULT_THREAD) > 0 {
             writeln!(out, "prefault").unwrap();
             told = true;
         }
         writeln!(out, "{batch}").unwrap();
         out.flush().unwrap();
     }
-}
-
-/// Whether this process runs the store's prefault thread.
-fn prefault_thread_running() -> bool {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.starts_with("payloadstore-pr"))
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// kill -9 a process that appends without syncing, while the prefault
@@ -316,55 +330,24 @@ fn kill_9_during_unsynced_appends() {
         let t = TempDir::new("crash-unsynced");
         let dir = t.store();
         let side = format!("{}.acked", dir.display());
-        let exe = std::env::current_exe().unwrap();
         let mut rng = Rng(0xFACE);
         let mut saw_prefault = false;
         for round in 0..3u128 {
-            let mut child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "crash_child_unsynced",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("PS_CRASH_UNSYNCED_CHILD", &dir)
-                .env("PS_CRASH_ROUND", round.to_string())
-                .env("PS_CRASH_BACKEND", format!("{backend:?}"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let env = [
+                ("PS_CRASH_UNSYNCED_CHILD", dir.display().to_string()),
+                ("PS_CRASH_ROUND", round.to_string()),
+                ("PS_CRASH_BACKEND", format!("{backend:?}")),
+            ];
+            let mut child = spawn_child("crash_child_unsynced", &env, Stdio::piped());
             // ~1.3 MB per batch: past 16 MiB after ~13 batches
             let kill_after = 20 + rng.below(30);
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let mut seen = 0;
-            while seen < kill_after {
-                match lines.next() {
-                    Some(Ok(l)) if l == "prefault" => saw_prefault = true,
-                    Some(Ok(l)) if l.parse::<u64>().is_ok() => seen += 1,
-                    Some(_) => {}
-                    None => panic!("child exited early in round {round}"),
-                }
-            }
-            child.kill().unwrap();
-            assert!(!child.wait().unwrap().success());
-            let acked: Vec<u128> = std::fs::read_to_string(&side)
-                .unwrap()
-                .lines()
-                .map(|l| l.parse().unwrap())
-                .collect();
+            kill_after_lines(&mut child, kill_after, round, |l| {
+                saw_prefault |= l == "prefault";
+            });
+            let acked = ids_in(&side);
             assert!(acked.len() as u64 >= kill_after * 64);
             let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
-            for id in &acked {
-                let got = s
-                    .get(*id)
-                    .unwrap_or_else(|e| panic!("round {round}: id {id}: {e}"));
-                assert_eq!(
-                    got.as_deref(),
-                    Some(&payload(*id, 1000 + (*id % 40_000) as usize)[..]),
-                    "round {round}: id {id}"
-                );
-            }
+            assert_intact(&s, &acked, unsynced_payload, round);
             // the reopened handle appends after the recovered end
             let id = u128::MAX - round;
             s.append(id, b"after the crash", None).unwrap();

@@ -7,17 +7,7 @@ use common::*;
 use payloadstore::{CompressionType, Options, PayloadStore};
 
 fn prefault_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter(|t| {
-                    std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.starts_with("payloadstore-pr"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    threads_named(PREFAULT_THREAD)
 }
 
 /// Appends 24 MiB in 8 KiB payloads; with `sync_every`, syncs that often.

@@ -630,8 +630,8 @@ impl DiskIndex {
         let h = self.hash(id);
         let b = bucket_of(h, self.geo().load(Ordering::Relaxed));
         let slots = self.bucket(b);
-        super::prefetch_line(&slots[2 * home(h)]);
-        super::prefetch_line(&slots[SUM]);
+        crate::sys::prefetch_line(&slots[2 * home(h)]);
+        crate::sys::prefetch_line(&slots[SUM]);
     }
 
     /// Whether bucket `b`'s checksum matches its slots.

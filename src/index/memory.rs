@@ -174,7 +174,7 @@ impl MemIndex {
     #[inline]
     pub fn prefetch_lookup(&self, id: u128) {
         let t = self.table.load();
-        super::prefetch_line(&t.slots[t.home(tag_of(id))]);
+        crate::sys::prefetch_line(&t.slots[t.home(tag_of(id))]);
     }
 
     /// Calls `candidate(offset)` for the entries whose tag matches `id`'s,
@@ -225,8 +225,8 @@ impl MemIndex {
     #[inline]
     pub fn prefetch(&self, w: &MemWriter, id: u128) {
         let i = w.table.home(tag_of(id));
-        super::prefetch_line(&w.table.slots[i]);
-        super::prefetch_ptr((&w.hi[i] as *const u16).cast());
+        crate::sys::prefetch_line(&w.table.slots[i]);
+        crate::sys::prefetch_ptr((&w.hi[i] as *const u16).cast());
     }
 
     /// Removes `id`; returns its offset if it was present.

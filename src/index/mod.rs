@@ -23,7 +23,6 @@ pub enum IndexBackend {
 
 use crate::error::{Error, Result};
 use disk::DiskIndex;
-use std::sync::atomic::AtomicU64;
 
 fn damaged_page(bucket: u64) -> Error {
     Error::Corrupt {
@@ -128,34 +127,6 @@ impl Index {
             _ => {}
         }
     }
-}
-
-/// Prefetches the cache line holding `word` (no-op off x86-64).
-#[inline]
-pub(crate) fn prefetch_line(word: &AtomicU64) {
-    prefetch_ptr(word as *const AtomicU64 as *const u8);
-}
-
-/// Prefetches every cache line of `bytes` (no-op off x86-64).
-#[inline]
-pub(crate) fn prefetch_bytes(bytes: &[u8]) {
-    let mut at = 0;
-    while at < bytes.len() {
-        prefetch_ptr(bytes[at..].as_ptr());
-        at += 64;
-    }
-}
-
-#[inline]
-pub(crate) fn prefetch_ptr(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint with no architectural effect: it reads
-    // nothing into the program and cannot fault, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Writer-only state of the index; lives in the store's writer lock.

@@ -165,3 +165,22 @@ pub fn evict(path: &Path) {
     let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(rc, 0);
 }
+
+/// Threads of this process whose name starts with `prefix` (Linux; 0
+/// elsewhere).
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The store's prefault thread (`src/prefault.rs`), as `comm` shows it.
+pub const PREFAULT_THREAD: &str = "payloadstore-pr";
