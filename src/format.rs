@@ -234,10 +234,8 @@ pub fn crc_seed(salt: u64) -> u32 {
 /// Checksum of a record: header bytes [4, 32) then the stored bytes.
 #[inline]
 pub fn record_crc(salt: u64, header: &[u8; RECORD_HEADER_LEN], stored: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(crc_seed(salt));
-    h.update(&header[RH_KIND..]);
-    h.update(stored);
-    h.finalize()
+    let head = crate::crc::update(crc_seed(salt), &header[RH_KIND..]);
+    crate::crc::update(head, stored)
 }
 
 /// Writes the checksum into an encoded header.
@@ -254,9 +252,7 @@ pub fn record_checksum_ok(salt: u64, record: &[u8]) -> bool {
     if record.len() < RECORD_HEADER_LEN {
         return false;
     }
-    let mut h = crc32fast::Hasher::new_with_initial(crc_seed(salt));
-    h.update(&record[RH_KIND..]);
-    le_u32(record, 0) == h.finalize()
+    le_u32(record, 0) == crate::crc::update(crc_seed(salt), &record[RH_KIND..])
 }
 
 /// The static part of the log header.

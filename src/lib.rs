@@ -31,6 +31,8 @@
 
 mod checkpoint;
 mod codec;
+#[doc(hidden)]
+pub mod crc;
 mod error;
 pub mod ffi;
 pub mod format;
