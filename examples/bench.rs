@@ -105,7 +105,7 @@ impl Workload {
         let mut pool = Vec::with_capacity(32 << 20);
         while pool.len() < 32 << 20 {
             let x = r.next();
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 pool.extend_from_slice((x >> 8).to_string().as_bytes());
             } else {
                 pool.extend_from_slice(words[(x >> 3) as usize % words.len()]);
@@ -290,7 +290,7 @@ impl Engine for RawFile {
 }
 
 fn progress(phase: &str, done: usize, total: usize) {
-    if done % (total / 100).max(1) == 0 || done == total {
+    if done.is_multiple_of((total / 100).max(1)) || done == total {
         let w = 30 * done / total.max(1);
         eprint!(
             "\r  {phase:<12} [{}{}] {:3}%",
@@ -381,7 +381,7 @@ fn gets<E: Engine>(e: &E, w: &Workload, threads: u64, secs: f64, miss: bool) -> 
                         } else {
                             let v = e.get(w.items[i].0).expect("present");
                             assert_eq!(v.len(), w.items[i].2);
-                            if n % 16 == 0 {
+                            if n.is_multiple_of(16) {
                                 assert_eq!(v, w.data(i));
                             }
                         }

@@ -105,17 +105,6 @@ fn main() {
         let copy = time(&mut |i| record(i).to_vec().len());
         let crc = time(&mut |i| crc32fast::hash(record(i)) as usize);
         let wide = time(&mut |i| payloadstore::crc::update(0, record(i)) as usize);
-        let fused = time(&mut |i| {
-            let r = record(i);
-            let mut v = Vec::new();
-            let c = payloadstore::crc::update_copy(0, r, &mut v) as usize;
-            v.len() + c
-        });
-        let both = time(&mut |i| {
-            let r = record(i);
-            let c = payloadstore::crc::update(0, r) as usize;
-            r.to_vec().len() + c
-        });
         let sum = time(&mut |i| {
             let r = record(i);
             let words = r.chunks_exact(8);
@@ -139,7 +128,7 @@ fn main() {
         println!(
             "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, get_many {many:.0}, \
              get_at_offset {at:.0}, get serialized {serial_get:.0} | plain mmap: copy {copy:.0}, \
-             crc32fast {crc:.0}, crc32 (ours) {wide:.0}, ours + copy {both:.0}, fused {fused:.0}, word sum {sum:.0}, copy serialized {serial:.0}"
+             crc32fast {crc:.0}, crc32 (ours) {wide:.0}, word sum {sum:.0}, copy serialized {serial:.0}"
         );
     }
     drop(map);

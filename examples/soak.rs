@@ -38,7 +38,11 @@ fn versioned(id: u128, v: u32) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.extend_from_slice(if x % 3 == 0 { b"trace " } else { b"edge " });
+        out.extend_from_slice(if x.is_multiple_of(3) {
+            b"trace "
+        } else {
+            b"edge "
+        });
         out.push((x >> 40) as u8);
     }
     out.truncate(len);
@@ -144,7 +148,9 @@ fn main() {
                     let mut r = Rng(cycle * 10 + w as u64 + 1);
                     while !stop.load(Ordering::Relaxed) {
                         let idx = w * IDS_PER_WRITER + (r.next() as usize % IDS_PER_WRITER);
-                        if r.next() % 20 == 0 && m.state[idx].load(Ordering::Relaxed) == LIVE {
+                        if r.next().is_multiple_of(20)
+                            && m.state[idx].load(Ordering::Relaxed) == LIVE
+                        {
                             m.deletes_started[idx].fetch_add(1, Ordering::Release);
                             store.delete(idx as u128).expect("delete");
                             m.deletes_done[idx].fetch_add(1, Ordering::Release);
@@ -177,7 +183,7 @@ fn main() {
                     std::thread::sleep(Duration::from_millis(200)); // pacing, not synchronization
                     store.sync().expect("sync");
                     n += 1;
-                    if n % 5 == 0 {
+                    if n.is_multiple_of(5) {
                         store.save_index().expect("save_index");
                     }
                 }
@@ -185,7 +191,7 @@ fn main() {
             });
         });
         let st = store.stats();
-        if cycle % 2 == 0 {
+        if cycle.is_multiple_of(2) {
             store.close().expect("close");
         } else {
             store.sync().expect("sync");
@@ -198,7 +204,7 @@ fn main() {
             100.0 * st.dead_bytes as f64 / st.file_bytes.max(1) as f64,
             appends.load(Ordering::Relaxed),
             reads.load(Ordering::Relaxed),
-            if cycle % 2 == 0 { "closed" } else { "abandoned (crash)" }
+            if cycle.is_multiple_of(2) { "closed" } else { "abandoned (crash)" }
         );
         cycle += 1;
     }

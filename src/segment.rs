@@ -219,35 +219,6 @@ impl Segment {
         Ok((h, &whole[format::RECORD_HEADER_LEN..]))
     }
 
-    /// [`record`](Self::record) for a caller that already knows the
-    /// record's stored length (`hint`, from the index): the checksum and
-    /// the caller's copy are sized by the hint, so the CPU need not wait
-    /// for the header's line before it can go on to the next read; the
-    /// header is checked against the hint once it arrives, and a stale or
-    /// wrong hint only means the plain path.
-    #[inline]
-    pub fn record_hinted(
-        &self,
-        salt: u64,
-        off: u64,
-        hint: u32,
-    ) -> std::result::Result<(format::RecordHeader, &[u8]), &'static str> {
-        let len = u64::from(hint) + format::RECORD_HEADER_LEN as u64;
-        if len < WILLNEED_LEN {
-            if let Some(whole) = self.bytes(off, len as usize) {
-                let ok = format::record_checksum_ok(salt, whole);
-                let hb: &[u8; format::RECORD_HEADER_LEN] =
-                    whole[..format::RECORD_HEADER_LEN].try_into().expect("32 bytes");
-                if let Ok(h) = format::RecordHeader::decode(hb) {
-                    if ok && h.stored_len == hint {
-                        return Ok((h, &whole[format::RECORD_HEADER_LEN..]));
-                    }
-                }
-            }
-        }
-        self.record(salt, off)
-    }
-
     /// Asks the kernel to read `[off, off + len)` in one go (a large record
     /// under `MADV_RANDOM` would otherwise fault in page by page).
     fn will_need(&self, off: u64, len: u64) {

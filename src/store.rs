@@ -923,7 +923,7 @@ impl PayloadStore {
         }
         let (h, stored) = self
             .seg
-            .record_hinted(self.salt, offset, length)
+            .record(self.salt, offset)
             .map_err(|_| bad("no intact record at this offset"))?;
         if h.kind != RecordKind::Put {
             return Err(bad("the record at this offset is not a payload"));

@@ -62,7 +62,7 @@ fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
                     store.append(id, &versioned(id, 0), None).unwrap();
                     i += 1;
                     done[w].store(i as u64, Ordering::Release);
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         // replace an older id with a newer version
                         let j = rng.below(i as u64) as usize;
                         let id = (w as u128) << 64 | j as u128;

@@ -97,7 +97,7 @@ fn crash_child() {
         return;
     };
     let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
-    let policy = if round % 2 == 0 {
+    let policy = if round.is_multiple_of(2) {
         SyncPolicy::Manual
     } else {
         SyncPolicy::GroupCommit

@@ -137,7 +137,7 @@ fn stores_convert_between_backends() {
         // write, replace and delete under this one
         for _ in 0..3000 {
             let id = id_of(next % 5000);
-            if next % 11 == 0 {
+            if next.is_multiple_of(11) {
                 s.delete(id).unwrap();
                 model.remove(&id);
             } else {

@@ -171,7 +171,7 @@ fn every_io_operation_can_fail_with(backend: IndexBackend) {
     let mut failures_seen = 0;
     for n in 0..total {
         for (fi, fault) in faults.iter().enumerate() {
-            let sticky = (n + fi as u64) % 4 == 0;
+            let sticky = (n + fi as u64).is_multiple_of(4);
             let dir = t.path().join(format!("n{n}-{fi}"));
             let io = FaultyIo::new();
             io.fail_at(n, *fault, sticky);

@@ -495,7 +495,7 @@ impl DiskIndex {
     /// The 8-byte word at file offset `at`.
     #[inline]
     fn word(&self, at: u64) -> &AtomicU64 {
-        debug_assert!(at % 8 == 0);
+        debug_assert!(at.is_multiple_of(8));
         let (ptr, _) = self.maps.ptr(at);
         // SAFETY: `at` lies in a page below the file's length (header, or a
         // bucket below the published geometry / the writer's reserved
