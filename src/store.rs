@@ -1148,8 +1148,10 @@ impl PayloadStore {
     }
 
     /// Calls `f(edge_id, location)` for every live payload, in no particular order.
-    /// Appends running meanwhile may or may not be visited; with DiskHash, an
-    /// id whose bucket is split meanwhile can be visited twice.
+    /// Each id present for the whole call is visited exactly once (with
+    /// DiskHash also while concurrent appends split buckets). Ids appended
+    /// or deleted meanwhile may or may not be seen; one deleted and appended
+    /// again meanwhile can be seen twice.
     ///
     /// ```
     /// # use payloadstore::*;

@@ -319,3 +319,62 @@ fn a_table_over_the_rebuild_budget_is_built_in_passes() {
     // record-by-record one grew it for the live ids): the passes did run
     assert!(built[1] > built[0], "{built:?}");
 }
+
+/// `for_each` while another thread appends (and so splits buckets): every
+/// id stored before the walk is visited exactly once, no id twice.
+#[test]
+fn for_each_visits_each_id_once_while_appends_split_buckets() {
+    let _serial = serial();
+    let t = TempDir::new("dh-walk");
+    let s = PayloadStore::open_with_options(
+        t.store(),
+        Options::default().backend(IndexBackend::DiskHash),
+    )
+    .unwrap();
+    let before = 40_000u64;
+    let batch: Vec<(u128, Vec<u8>)> = (0..before)
+        .map(|i| (id_of(i), payload(id_of(i), 20)))
+        .collect();
+    let refs: Vec<(u128, &[u8])> = batch.iter().map(|(id, d)| (*id, &d[..])).collect();
+    s.append_batch(&refs, None).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let walks = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let mut i = before;
+            // Appends until the walks are done, and at least 20,000 of them
+            // (enough to split hundreds of buckets) whatever the timing.
+            while i < before + 20_000 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.append(id_of(i), &payload(id_of(i), 20), None).unwrap();
+                i += 1;
+            }
+            i
+        });
+        // Stops the writer however this thread leaves the scope (a failed
+        // assertion included), so that the scope's join cannot hang.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let stopper = StopOnDrop(&stop);
+        let mut walks = 0;
+        for _ in 0..8 {
+            let mut seen = std::collections::HashMap::new();
+            s.for_each(|id, _| *seen.entry(id).or_insert(0u32) += 1)
+                .unwrap();
+            for (id, n) in &seen {
+                assert_eq!(*n, 1, "id {id:x} visited {n} times");
+            }
+            for i in 0..before {
+                assert_eq!(seen.get(&id_of(i)), Some(&1), "id {i} visited once");
+            }
+            walks += 1;
+        }
+        drop(stopper);
+        let appended = writer.join().unwrap();
+        assert!(appended >= before + 20_000);
+        walks
+    });
+    assert_eq!(walks, 8);
+}

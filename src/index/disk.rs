@@ -656,9 +656,26 @@ impl DiskIndex {
 
     /// Calls `f(offset)` for every entry (each bucket read consistently).
     /// `Err(bucket)` at the first page whose checksum does not match.
+    ///
+    /// Concurrent splits move entries from a bucket to a higher one, so a
+    /// plain walk over the buckets would meet an entry again in the new
+    /// bucket after meeting it in the old. The walk remembers the geometry
+    /// each bucket was read under; an entry met in bucket `j` is skipped when
+    /// one of `j`'s ancestors (the buckets it was split from, down to where
+    /// the entry lived when the walk started) was read while the entry's
+    /// home was that ancestor, i.e. when it was met there already. An entry
+    /// present for the whole walk is therefore passed exactly once; one
+    /// inserted or removed meanwhile at most once.
     pub fn for_each_offset(&self, mut f: impl FnMut(u64)) -> std::result::Result<(), u64> {
         let mut b = 0;
         let mut offs = Vec::with_capacity(SLOTS);
+        let geo0 = self.geo().load(Ordering::Acquire);
+        // (first bucket read under a geometry, that geometry), ascending.
+        let mut read_under: Vec<(u64, u64)> = Vec::new();
+        let geo_when_read = |read_under: &[(u64, u64)], x: u64| {
+            let i = read_under.partition_point(|&(first, _)| first <= x);
+            read_under[i - 1].1
+        };
         loop {
             let geo = self.geo().load(Ordering::Acquire);
             if b >= buckets(geo) {
@@ -675,7 +692,7 @@ impl DiskIndex {
             for i in 0..SLOTS {
                 let h = slots[2 * i].load(Ordering::Relaxed);
                 if h != 0 && bucket_of(h, geo) == b {
-                    offs.push(slots[2 * i + 1].load(Ordering::Relaxed));
+                    offs.push((h, slots[2 * i + 1].load(Ordering::Relaxed)));
                 }
             }
             let ok = self.page_ok(b, slots);
@@ -686,8 +703,25 @@ impl DiskIndex {
             if !ok {
                 return Err(b);
             }
-            for &o in &offs {
-                f(o);
+            if read_under.last().map(|&(_, g)| g) != Some(geo) {
+                read_under.push((b, geo));
+            }
+            for &(h, o) in &offs {
+                // Ancestors of b down to the entry's bucket at the start:
+                // each step undoes one split (clears b's top bit).
+                let start = bucket_of(h, geo0);
+                let mut x = b;
+                let mut met = false;
+                while x > start {
+                    x -= 1 << (63 - x.leading_zeros());
+                    if bucket_of(h, geo_when_read(&read_under, x)) == x {
+                        met = true;
+                        break;
+                    }
+                }
+                if !met {
+                    f(o);
+                }
             }
             b += 1;
         }
@@ -1364,6 +1398,54 @@ mod tests {
 
     /// Offsets are fake: `confirm` looks the id up in a side table. Drives
     /// many rounds of splits, replaces and removes, and checks every id.
+    /// Splits during a walk move entries the walk has passed into buckets
+    /// ahead of it; each entry present throughout is still passed once.
+    #[test]
+    fn a_walk_passes_each_entry_once_while_buckets_split() {
+        let dir = temp("walk");
+        let (idx, mut w, at, mut st) = filled(&dir, 20_000);
+        let geo_before = idx.geo().load(Ordering::Relaxed);
+        let mut seen: HashMap<u64, u32> = HashMap::new();
+        let mut added: HashMap<u64, u128> = HashMap::new();
+        let mut k = 0u128;
+        idx.for_each_offset(|o| {
+            *seen.entry(o).or_insert(0) += 1;
+            // three inserts per entry passed (a split each during a round),
+            // 30,000 in all
+            for _ in 0..if k < 30_000 { 3 } else { 0 } {
+                k += 1;
+                let (id, off) = (u128::MAX - k * 104_729, 10_000_000 + 40 * k as u64);
+                added.insert(off, id);
+                st.applied_end = off + 40;
+                idx.apply(
+                    &mut w,
+                    id,
+                    Change::Set(off),
+                    |x| added.get(&x) == Some(&id),
+                    st.applied_end,
+                    off,
+                    |_| Counters::default(),
+                )
+                .unwrap();
+            }
+        })
+        .unwrap();
+        let (l0, s0) = geo_parts(geo_before);
+        let (l1, s1) = geo_parts(idx.geo().load(Ordering::Relaxed));
+        assert!(
+            buckets((l1 << 56) | s1) > buckets((l0 << 56) | s0) + 100,
+            "the walk saw splits: {l0}/{s0} -> {l1}/{s1}"
+        );
+        for off in at.keys() {
+            assert_eq!(seen.get(off), Some(&1), "entry at {off}");
+        }
+        for (off, n) in &seen {
+            assert!(*n == 1, "offset {off} passed {n} times");
+            assert!(at.contains_key(off) || added.contains_key(off));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn set_get_remove_across_splits() {
         let dir = temp("ops");
