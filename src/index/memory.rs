@@ -20,7 +20,10 @@
 //! Position = `(tag · capacity) >> 32` (so capacity need not be a power of
 //! two), linear probing. The table grows by rebuilding at 80% occupancy to a
 //! size where live entries fill 53%: 10 B / 0.8 … 10 B / 0.53 = 12.5 … 18.8 B
-//! per payload.
+//! per payload. Deletes shrink it the same way: when live entries fill less
+//! than 1/4 of it, it is rebuilt to 53% (so RAM follows the live count, at
+//! most 40 B per payload after mass deletes, and growing and shrinking are
+//! both amortized O(1) per operation).
 //!
 //! # Concurrency
 //!
@@ -51,6 +54,9 @@ const MIN_SLOTS: u64 = 64;
 /// Occupancy (entries + deleted marks) that triggers a rebuild: 4/5.
 const MAX_LOAD_NUM: u64 = 4;
 const MAX_LOAD_DEN: u64 = 5;
+/// A table whose live entries fill less than 1/4 of it is rebuilt smaller
+/// (at most 40 B per payload after mass deletes).
+const SHRINK_BELOW_DEN: u64 = 4;
 /// Live entries fill 8/15 (53%) of a freshly rebuilt table.
 const REBUILD_NUM: u64 = 15;
 const REBUILD_DEN: u64 = 8;
@@ -129,7 +135,10 @@ pub struct MemWriter {
     /// here spares the writer the shared pointer load on every update).
     table: Arc<Table>,
     hi: Vec<u16>,
+    /// Entries plus deleted marks (what probes walk over).
     occupied: u64,
+    /// Entries.
+    live: u64,
 }
 
 /// The in-memory index.
@@ -156,6 +165,7 @@ impl MemIndex {
                 table,
                 hi: vec![0; cap as usize],
                 occupied: 0,
+                live: 0,
             },
         )
     }
@@ -208,6 +218,7 @@ impl MemIndex {
                 if v == EMPTY {
                     w.occupied += 1;
                 }
+                w.live += 1;
                 w.hi[i] = (tag >> 16) as u16;
                 t.slots[i].store(pack(off, tag), Ordering::Release);
                 break;
@@ -239,6 +250,13 @@ impl MemIndex {
         let t = &w.table;
         let (i, old) = t.find(tag_of(id), confirm)?;
         t.slots[i].store(DELETED, Ordering::Release);
+        w.live -= 1;
+        // Give memory back after mass deletes: below 1/4 full, rebuild to
+        // the 53 % of a fresh table (so the next shrink is far away too).
+        if w.live * SHRINK_BELOW_DEN < w.table.cap() && w.table.cap() > MIN_SLOTS * SHRINK_BELOW_DEN
+        {
+            self.rebuild(w);
+        }
         Some(old)
     }
 
@@ -270,6 +288,7 @@ impl MemIndex {
         }
         w.hi = hi;
         w.occupied = occupied;
+        w.live = occupied;
         w.table = Arc::new(new);
         // The swap publishes every slot stored above (ArcSwap stores with release).
         self.table.store(w.table.clone());
@@ -296,6 +315,10 @@ impl MemIndex {
             return None;
         }
         let occupied = slots.iter().filter(|&&v| v != EMPTY).count() as u64;
+        let live = slots
+            .iter()
+            .filter(|&&v| v != EMPTY && v != DELETED)
+            .count() as u64;
         if occupied * MAX_LOAD_DEN > slots.len() as u64 * MAX_LOAD_NUM {
             return None;
         }
@@ -312,6 +335,7 @@ impl MemIndex {
                 table,
                 hi,
                 occupied,
+                live,
             },
         ))
     }
@@ -371,5 +395,45 @@ mod tests {
         let mut count = 0;
         idx2.for_each_offset(|_| count += 1);
         assert_eq!(count, n as usize - 1);
+    }
+
+    /// Mass deletes give the table's memory back; what is left is found.
+    #[test]
+    fn the_table_shrinks_after_mass_deletes() {
+        let (idx, mut w) = MemIndex::new(0);
+        let mut at: HashMap<u64, u128> = HashMap::new();
+        let n = 40_000u128;
+        for id in 0..n {
+            let off = 1000 + id as u64 * 8;
+            at.insert(off, id);
+            idx.upsert(&mut w, id, off, |o| at[&o] == id);
+        }
+        let full = idx.memory_bytes();
+        for id in 0..n {
+            if id % 50 != 0 {
+                let off = 1000 + id as u64 * 8;
+                assert_eq!(idx.remove(&mut w, id, |o| at[&o] == id), Some(off));
+            }
+        }
+        let left = n as u64 / 50;
+        assert!(
+            idx.memory_bytes() * 10 < full
+                && idx.memory_bytes() <= left * BYTES_PER_SLOT * SHRINK_BELOW_DEN,
+            "{} bytes for {left} entries (was {full})",
+            idx.memory_bytes()
+        );
+        for id in 0..n {
+            let want = (id % 50 == 0).then_some(1000 + id as u64 * 8);
+            assert_eq!(idx.get(id, |o| at[&o] == id), want, "id {id}");
+        }
+        // and grows again
+        for id in n..2 * n {
+            let off = 1000 + id as u64 * 8;
+            at.insert(off, id);
+            idx.upsert(&mut w, id, off, |o| at[&o] == id);
+        }
+        let mut count = 0;
+        idx.for_each_offset(|_| count += 1);
+        assert_eq!(count as u64, left + n as u64);
     }
 }
