@@ -40,6 +40,9 @@ int main() {
         }
         ps_stats s = store.stats();
         std::printf("C++: %llu payloads, compression ratio %.1f\n", static_cast<unsigned long long>(s.payloads), s.compression_ratio);
+        ps_verify_report v = store.verify();
+        if (v.index_entries != s.payloads || v.damaged_regions != 0 || v.index_errors != 0) return 1;
+        std::printf("C++: verify: %llu records intact, no damage\n", static_cast<unsigned long long>(v.records));
         store.close();
     }
     payload_store::Options ro;

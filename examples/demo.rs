@@ -86,6 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("verified 1000 payloads");
+    let scrub = store.verify()?;
+    assert!(scrub.is_clean());
+    println!(
+        "scrub: {} records, {} bytes of log checksummed, {} index entries lead to their records",
+        scrub.records, scrub.bytes, scrub.index_entries
+    );
 
     // 3. Replace and delete; old locations stay readable, wrong ones are refused.
     let (off, len, tag) = store.append(7, b"version 1", None)?;

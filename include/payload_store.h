@@ -189,6 +189,26 @@ typedef struct ps_stats {
   uint64_t index_file_bytes;
 } ps_stats;
 
+// What `ps_store_verify` found (see `PayloadStore::verify`).
+typedef struct ps_verify_report {
+  // Intact records read.
+  uint64_t records;
+  // Bytes of log looked at.
+  uint64_t bytes;
+  // Damaged regions of the log.
+  uint64_t damaged_regions;
+  // Bytes in them.
+  uint64_t damaged_bytes;
+  // Offset of the first damaged region (0 when none).
+  uint64_t first_damaged_offset;
+  // Index entries checked.
+  uint64_t index_entries;
+  // Index entries whose record is damaged or not where its id leads.
+  uint64_t index_errors;
+  // Log offset the first of them points at (0 when none).
+  uint64_t first_index_error_offset;
+} ps_verify_report;
+
 // Success.
 #define PS_OK 0
 
@@ -394,6 +414,12 @@ ps_status ps_store_save_index(struct ps_store *store);
 
 // Fills `*out_stats`. O(1).
 ps_status ps_store_stats(const struct ps_store *store, struct ps_stats *out_stats);
+
+// Scrubs the store: every record's checksum up to the committed end, then
+// every index entry. Fills `*out_report`; damage is reported there, not as
+// a status (`PS_ERR_CORRUPT` only for a damaged DiskHash page). One pass
+// over the log; runs beside readers and the writer.
+ps_status ps_store_verify(const struct ps_store *store, struct ps_verify_report *out_report);
 
 // Starts an iteration over a snapshot of the live ids (taken now, in no
 // particular order). Free with `ps_iter_free`.

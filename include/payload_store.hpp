@@ -136,6 +136,12 @@ public:
         check(ps_store_stats(store_, &s));
         return s;
     }
+    /// Scrubs the store (one pass over the log); damage is in the report.
+    ps_verify_report verify() const {
+        ps_verify_report r;
+        check(ps_store_verify(store_, &r));
+        return r;
+    }
     /// Closes now and reports the error, if any.
     void close() {
         ps_store *s = store_;

@@ -82,3 +82,30 @@ pub struct PayloadStats {
     /// What recovery did at open.
     pub recovery: RecoveryReport,
 }
+
+/// What [`PayloadStore::verify`](crate::PayloadStore::verify) found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Intact records read (payloads, tombstones, padding).
+    pub records: u64,
+    /// Bytes of log looked at (from the end of the file header to the
+    /// committed end when the scrub started).
+    pub bytes: u64,
+    /// Damaged regions `(offset, length)`: bytes between intact records
+    /// that are not intact records.
+    pub damaged: Vec<(u64, u64)>,
+    /// Index entries of live payloads checked.
+    pub index_entries: u64,
+    /// Entries whose record is damaged, not a payload, or not where a
+    /// lookup of its id leads.
+    pub index_errors: u64,
+    /// Log offset the first such entry points at.
+    pub first_index_error: Option<u64>,
+}
+
+impl VerifyReport {
+    /// No damage in the log and no bad index entry.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.index_errors == 0
+    }
+}

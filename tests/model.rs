@@ -180,6 +180,11 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
     })
     .unwrap();
     assert_eq!(n, model.len());
+    // after any sequence of operations, reopens and crashes, a scrub finds
+    // nothing wrong and the index holds exactly the model's ids
+    let r = s.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.index_entries, model.len() as u64);
 }
 
 proptest! {

@@ -61,6 +61,9 @@ fuzz_target!(|data: &[u8]| {
     for (id, v) in &model {
         assert_eq!(st.get(*id).unwrap().as_ref(), Some(v));
     }
+    let r = st.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.index_entries, model.len() as u64);
     drop(st);
     let _ = std::fs::remove_dir_all(&d);
 });

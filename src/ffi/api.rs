@@ -677,6 +677,57 @@ pub extern "C" fn ps_store_stats(store: *const ps_store, out_stats: *mut ps_stat
     })
 }
 
+/// What `ps_store_verify` found (see `PayloadStore::verify`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ps_verify_report {
+    /// Intact records read.
+    pub records: u64,
+    /// Bytes of log looked at.
+    pub bytes: u64,
+    /// Damaged regions of the log.
+    pub damaged_regions: u64,
+    /// Bytes in them.
+    pub damaged_bytes: u64,
+    /// Offset of the first damaged region (0 when none).
+    pub first_damaged_offset: u64,
+    /// Index entries checked.
+    pub index_entries: u64,
+    /// Index entries whose record is damaged or not where its id leads.
+    pub index_errors: u64,
+    /// Log offset the first of them points at (0 when none).
+    pub first_index_error_offset: u64,
+}
+
+/// Scrubs the store: every record's checksum up to the committed end, then
+/// every index entry. Fills `*out_report`; damage is reported there, not as
+/// a status (`PS_ERR_CORRUPT` only for a damaged DiskHash page). One pass
+/// over the log; runs beside readers and the writer.
+#[no_mangle]
+pub extern "C" fn ps_store_verify(
+    store: *const ps_store,
+    out_report: *mut ps_verify_report,
+) -> ps_status {
+    run(|| {
+        let out = out_ptr(out_report)?;
+        let r = handle(store)?.verify().map_err(fail)?;
+        write_out(
+            out,
+            ps_verify_report {
+                records: r.records,
+                bytes: r.bytes,
+                damaged_regions: r.damaged.len() as u64,
+                damaged_bytes: r.damaged.iter().map(|d| d.1).sum(),
+                first_damaged_offset: r.damaged.first().map_or(0, |d| d.0),
+                index_entries: r.index_entries,
+                index_errors: r.index_errors,
+                first_index_error_offset: r.first_index_error.unwrap_or(0),
+            },
+        );
+        Ok(PS_OK)
+    })
+}
+
 /// Starts an iteration over a snapshot of the live ids (taken now, in no
 /// particular order). Free with `ps_iter_free`.
 #[no_mangle]

@@ -345,6 +345,17 @@ static void test_store(const char *dir) {
     CHECK_ST(ps_store_stats(s, NULL), PS_ERR_NULL_ARGUMENT);
     CHECK_ST(ps_store_stats(NULL, &st), PS_ERR_NULL_ARGUMENT);
 
+    /* scrub: a clean store */
+    ps_verify_report vr;
+    CHECK_ST(ps_store_verify(s, &vr), PS_OK);
+    CHECK(vr.index_entries == NS * NC - 1);
+    CHECK(vr.records > vr.index_entries); /* the tombstone, the replaced payloads */
+    CHECK(vr.bytes > 0 && vr.bytes < st.file_bytes);
+    CHECK(vr.damaged_regions == 0 && vr.damaged_bytes == 0 && vr.first_damaged_offset == 0);
+    CHECK(vr.index_errors == 0 && vr.first_index_error_offset == 0);
+    CHECK_ST(ps_store_verify(s, NULL), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_store_verify(NULL, &vr), PS_ERR_NULL_ARGUMENT);
+
     /* iteration */
     ps_iter *it = NULL;
     CHECK_ST(ps_store_iter(s, &it), PS_OK);
