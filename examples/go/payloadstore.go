@@ -35,6 +35,7 @@ const (
 	StatusInvalidLocation    = int32(C.PS_ERR_INVALID_LOCATION)
 	StatusReadOnly           = int32(C.PS_ERR_READ_ONLY)
 	StatusCorrupt            = int32(C.PS_ERR_CORRUPT)
+	StatusChecksumMismatch   = int32(C.PS_ERR_CHECKSUM_MISMATCH)
 	StatusInvalidCompression = int32(C.PS_ERR_INVALID_COMPRESSION)
 	StatusInvalidArgument    = int32(C.PS_ERR_INVALID_ARGUMENT)
 )
@@ -198,6 +199,34 @@ func (s *Store) Contains(id ID) bool { return bool(C.ps_store_contains(s.p, id.c
 
 // Len is the number of live payloads.
 func (s *Store) Len() uint64 { return uint64(C.ps_store_len(s.p)) }
+
+// VerifyReport is what Verify found (see ps_verify_report).
+type VerifyReport struct {
+	Records, Bytes               uint64
+	DamagedRegions, DamagedBytes uint64
+	FirstDamagedOffset           uint64
+	IndexEntries, IndexErrors    uint64
+	FirstIndexErrorOffset        uint64
+}
+
+// Clean reports that no damage and no bad index entry was found.
+func (r VerifyReport) Clean() bool { return r.DamagedRegions == 0 && r.IndexErrors == 0 }
+
+// Verify scrubs the store: every record's checksum, then every index entry.
+// Damage is in the report; the error is for a store that cannot be read.
+func (s *Store) Verify() (VerifyReport, error) {
+	var r C.ps_verify_report
+	if err := statusErr(C.ps_store_verify(s.p, &r)); err != nil {
+		return VerifyReport{}, err
+	}
+	return VerifyReport{
+		Records: uint64(r.records), Bytes: uint64(r.bytes),
+		DamagedRegions: uint64(r.damaged_regions), DamagedBytes: uint64(r.damaged_bytes),
+		FirstDamagedOffset: uint64(r.first_damaged_offset),
+		IndexEntries:       uint64(r.index_entries), IndexErrors: uint64(r.index_errors),
+		FirstIndexErrorOffset: uint64(r.first_index_error_offset),
+	}, nil
+}
 
 // Sync makes every append so far durable.
 func (s *Store) Sync() error { return statusErr(C.ps_store_sync(s.p)) }

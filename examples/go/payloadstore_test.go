@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 )
@@ -85,6 +86,58 @@ func TestRoundTripAndStatusMapping(t *testing.T) {
 	}
 	if d, e := s.GetMany(nil); len(d) != 0 || len(e) != 0 {
 		t.Fatalf("get_many of nothing")
+	}
+	if r, err := s.Verify(); err != nil || !r.Clean() || r.IndexEntries != 2000 {
+		t.Fatalf("verify of a sound store: %+v %v", r, err)
+	}
+}
+
+func TestVerifyFindsAFlippedByte(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim Location
+	for i := 0; i < 100; i++ {
+		loc, err := s.Append(ID{3, uint64(i)}, payload(i), Auto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 50 {
+			victim = loc
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/payload.data"
+	log, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log[victim.Offset+40] ^= 0x10
+	if err := os.WriteFile(path, log, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Clean() || r.DamagedRegions != 1 || r.FirstDamagedOffset != victim.Offset ||
+		r.IndexErrors != 1 || r.FirstIndexErrorOffset != victim.Offset || r.IndexEntries != 100 {
+		t.Fatalf("verify after a flipped byte: %+v", r)
+	}
+	if _, err := s.Get(ID{3, 50}); !errors.Is(err, &Error{Status: StatusChecksumMismatch}) {
+		t.Fatalf("damaged payload: %v", err)
+	}
+	if got, err := s.Get(ID{3, 51}); err != nil || !bytes.Equal(got, payload(51)) {
+		t.Fatalf("neighbour: %v", err)
 	}
 }
 
