@@ -1241,10 +1241,9 @@ impl PayloadStore {
             damaged: scan.repaired,
             ..VerifyReport::default()
         };
-        if scan.torn_tail_bytes > 0 {
-            r.damaged.push((scan.end, scan.torn_tail_bytes));
-        } else if scan.end < end {
-            // zeros where records were committed
+        // What the scan could not read up to the committed end, torn-looking
+        // or zeros, is damage: records were committed there.
+        if scan.end < end {
             r.damaged.push((scan.end, end - scan.end));
         }
         self.walk_entries(|off, rec| {

@@ -1246,6 +1246,16 @@ mod tests {
         d
     }
 
+    /// Sets `id` → `off` for a fake 40-byte record at `off`; `at` (offset
+    /// → id) confirms candidates.
+    fn put(idx: &DiskIndex, w: &mut DiskWriter, at: &HashMap<u64, u128>, id: u128, off: u64) {
+        let confirm = |o| at.get(&o) == Some(&id);
+        idx.apply(w, id, Change::Set(off), confirm, off + 40, off, |_| {
+            Counters::default()
+        })
+        .unwrap();
+    }
+
     /// A table of `n` ids at fake offsets 1000 + 40·k (`at` maps back).
     fn filled(dir: &Path, n: u128) -> (DiskIndex, DiskWriter, HashMap<u64, u128>, DiskState) {
         let o = DiskIndex::create(dir, 9, Arc::new(io::OsIo)).unwrap();
@@ -1257,16 +1267,7 @@ mod tests {
             at.insert(off, id);
             st.entries += 1;
             st.applied_end = off + 40;
-            idx.apply(
-                &mut w,
-                id,
-                Change::Set(off),
-                |o| at.get(&o) == Some(&id),
-                st.applied_end,
-                off,
-                |_| Counters::default(),
-            )
-            .unwrap();
+            put(&idx, &mut w, &at, id, off);
         }
         assert_eq!(w.state().entries, st.entries);
         st.last_record = w.state().last_record;
@@ -1403,7 +1404,7 @@ mod tests {
     #[test]
     fn a_walk_passes_each_entry_once_while_buckets_split() {
         let dir = temp("walk");
-        let (idx, mut w, at, mut st) = filled(&dir, 20_000);
+        let (idx, mut w, at, _) = filled(&dir, 20_000);
         let geo_before = idx.geo().load(Ordering::Relaxed);
         let mut seen: HashMap<u64, u32> = HashMap::new();
         let mut added: HashMap<u64, u128> = HashMap::new();
@@ -1416,17 +1417,7 @@ mod tests {
                 k += 1;
                 let (id, off) = (u128::MAX - k * 104_729, 10_000_000 + 40 * k as u64);
                 added.insert(off, id);
-                st.applied_end = off + 40;
-                idx.apply(
-                    &mut w,
-                    id,
-                    Change::Set(off),
-                    |x| added.get(&x) == Some(&id),
-                    st.applied_end,
-                    off,
-                    |_| Counters::default(),
-                )
-                .unwrap();
+                put(&idx, &mut w, &added, id, off);
             }
         })
         .unwrap();

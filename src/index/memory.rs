@@ -314,11 +314,10 @@ impl MemIndex {
         if slots.len() != hi.len() || (slots.len() as u64) < MIN_SLOTS {
             return None;
         }
-        let occupied = slots.iter().filter(|&&v| v != EMPTY).count() as u64;
-        let live = slots
-            .iter()
-            .filter(|&&v| v != EMPTY && v != DELETED)
-            .count() as u64;
+        let (occupied, deleted) = slots.iter().fold((0, 0), |(o, d), &v| {
+            (o + u64::from(v != EMPTY), d + u64::from(v == DELETED))
+        });
+        let live = occupied - deleted;
         if occupied * MAX_LOAD_DEN > slots.len() as u64 * MAX_LOAD_NUM {
             return None;
         }
@@ -356,18 +355,25 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// An index of ids `id_of(0..n)` at fake offsets 1000 + 8·k; `confirm`
+    /// looks the id up in the returned side table. Every insert is new.
+    fn filled(n: u128, id_of: impl Fn(u128) -> u128) -> (MemIndex, MemWriter, HashMap<u64, u128>) {
+        let (idx, mut w) = MemIndex::new(0);
+        let mut at: HashMap<u64, u128> = HashMap::new();
+        for k in 0..n {
+            let (id, off) = (id_of(k), 1000 + k as u64 * 8);
+            at.insert(off, id);
+            let prev = idx.upsert(&mut w, id, off, |o| at[&o] == id);
+            assert!(prev.is_none());
+        }
+        (idx, w, at)
+    }
+
     /// Offsets are fake: `confirm` looks the id up in a side table.
     #[test]
     fn upsert_get_remove_across_rebuilds() {
-        let (idx, mut w) = MemIndex::new(0);
-        let mut at: HashMap<u64, u128> = HashMap::new();
         let n = 20_000u128;
-        for id in 0..n {
-            let off = 1000 + id as u64 * 8;
-            at.insert(off, id * 7919);
-            let prev = idx.upsert(&mut w, id * 7919, off, |o| at[&o] == id * 7919);
-            assert!(prev.is_none());
-        }
+        let (idx, mut w, mut at) = filled(n, |k| k * 7919);
         assert!(
             idx.memory_bytes() <= n as u64 * 19,
             "{} bytes for {n}",
@@ -400,14 +406,8 @@ mod tests {
     /// Mass deletes give the table's memory back; what is left is found.
     #[test]
     fn the_table_shrinks_after_mass_deletes() {
-        let (idx, mut w) = MemIndex::new(0);
-        let mut at: HashMap<u64, u128> = HashMap::new();
         let n = 40_000u128;
-        for id in 0..n {
-            let off = 1000 + id as u64 * 8;
-            at.insert(off, id);
-            idx.upsert(&mut w, id, off, |o| at[&o] == id);
-        }
+        let (idx, mut w, mut at) = filled(n, |k| k);
         let full = idx.memory_bytes();
         for id in 0..n {
             if id % 50 != 0 {
