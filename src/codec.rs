@@ -65,32 +65,38 @@ impl CompressionPolicy {
     }
 }
 
-/// Compresses `data` with `codec` into `out` (cleared first). Returns false
-/// when the result would not be smaller than `data` (store raw instead).
+/// Compresses `data` with `codec`, appending the result to `out`. Returns
+/// false, and leaves `out` as it was, when the result would not be smaller
+/// than `data` (store raw instead).
 pub fn compress(
     codec: CompressionType,
     level: i32,
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<bool> {
-    out.clear();
-    match codec {
-        CompressionType::None => Ok(false),
+    let start = out.len();
+    let n = match codec {
+        CompressionType::None => return Ok(false),
         CompressionType::Lz4 => {
-            out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
-            let n = lz4_flex::block::compress_into(data, out)
-                .map_err(|_| Error::InvalidArgument("lz4 compression failed"))?;
-            out.truncate(n);
-            Ok(n < data.len())
+            out.resize(
+                start + lz4_flex::block::get_maximum_output_size(data.len()),
+                0,
+            );
+            lz4_flex::block::compress_into(data, &mut out[start..])
+                .map_err(|_| Error::InvalidArgument("lz4 compression failed"))
         }
         CompressionType::Zstd => {
-            out.resize(zstd::zstd_safe::compress_bound(data.len()), 0);
-            let n = zstd::bulk::compress_to_buffer(data, &mut out[..], level)
-                .map_err(|_| Error::InvalidArgument("zstd compression failed"))?;
-            out.truncate(n);
-            Ok(n < data.len())
+            out.resize(start + zstd::zstd_safe::compress_bound(data.len()), 0);
+            zstd::bulk::compress_to_buffer(data, &mut out[start..], level)
+                .map_err(|_| Error::InvalidArgument("zstd compression failed"))
         }
-    }
+    };
+    let shrunk = matches!(n, Ok(n) if n < data.len());
+    out.truncate(match n {
+        Ok(n) if shrunk => start + n,
+        _ => start,
+    });
+    n.map(|_| shrunk)
 }
 
 /// Decompresses `stored` into exactly `out` (whose length is the raw length).

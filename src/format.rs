@@ -245,6 +245,14 @@ pub fn seal(salt: u64, header: &mut [u8; RECORD_HEADER_LEN], stored: &[u8]) {
     header[..RH_KIND].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Writes the checksum into a whole encoded record (header and stored bytes
+/// contiguous, checksum field ignored); one pass over the bytes.
+#[inline]
+pub fn seal_record(salt: u64, record: &mut [u8]) {
+    let crc = crate::crc::update(crc_seed(salt), &record[RH_KIND..]);
+    record[..RH_KIND].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// True when the checksum of a whole record (header and stored bytes
 /// contiguous, as in the log) matches; one pass over the bytes.
 #[inline]

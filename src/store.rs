@@ -14,6 +14,7 @@
 //! - A failed fsync poisons the handle: later appends and syncs return
 //!   `Error::Poisoned` instead of pretending the lost writes are durable.
 
+use crate::batch::{EncodedBatch, STAGE_MAX};
 use crate::checkpoint;
 use crate::codec::{self, CompressionType};
 use crate::error::{Error, Result};
@@ -41,9 +42,6 @@ use std::time::Instant;
 /// A batch holding at least this many bytes to compress is compressed on
 /// all cores.
 const PARALLEL_COMPRESS_BYTES: usize = 1 << 20;
-
-/// An encoded record: header, sealed header bytes, compressed bytes (if any).
-type Encoded = (RecordHeader, [u8; RECORD_HEADER_LEN], Option<Vec<u8>>);
 
 /// Records applied together at open (see the scan in `open_with_options`).
 const APPLY_GROUP: usize = 32;
@@ -435,6 +433,7 @@ impl PayloadStore {
         out: &mut Vec<u8>,
     ) -> Result<(RecordHeader, bool)> {
         let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
+        out.clear();
         let shrunk = codec != CompressionType::None
             && codec::compress(codec, self.opts.compression.zstd_level, data, out)?;
         let header = RecordHeader {
@@ -504,9 +503,9 @@ impl PayloadStore {
     /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
-    pub fn append_batch(
+    pub fn append_batch<'a>(
         &self,
-        items: &[(u128, &[u8])],
+        items: &[(u128, &'a [u8])],
         compression: Option<CompressionType>,
     ) -> Result<Vec<(u64, u32, u8)>> {
         self.writable()?;
@@ -516,96 +515,88 @@ impl PayloadStore {
                 max: MAX_PAYLOAD_LEN,
             });
         }
-        // Encode (compress, checksum) every record before taking the lock;
-        // raw payloads are written straight from the caller's memory. When
-        // the batch holds enough bytes to compress, the work is split over
-        // the cores (a single appending thread would otherwise be bound by
-        // one core's ZSTD/LZ4 speed).
-        let encode = |chunk: &[(u128, &[u8])]| -> Result<Vec<Encoded>> {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(k, &(id, data))| {
-                    if let Some((_, ahead)) = chunk.get(k + PREFETCH_AHEAD) {
-                        crate::sys::prefetch_bytes(&ahead[..ahead.len().min(PREFETCH_PAYLOAD_MAX)]);
-                    }
-                    let mut out = Vec::new();
-                    let (header, shrunk) = self.encode_put(id, data, compression, &mut out)?;
-                    let mut hb = header.encode();
-                    format::seal(self.salt, &mut hb, if shrunk { &out } else { data });
-                    Ok((header, hb, shrunk.then_some(out)))
-                })
-                .collect()
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Encode (compress, checksum) every record before taking the lock,
+        // laid out as it will lie in the log (see `batch.rs`). When the
+        // batch holds enough bytes to compress, the work is split over the
+        // cores (a single appending thread would otherwise be bound by one
+        // core's ZSTD/LZ4 speed), in runs of about equal bytes.
+        let codec_of =
+            |d: &[u8]| compression.unwrap_or_else(|| self.opts.compression.choose(d.len()));
+        let encode = |run: &'_ [(u128, &'a [u8])]| -> Result<EncodedBatch<'a>> {
+            let bytes = run.iter().map(|(_, d)| d.len().min(STAGE_MAX)).sum();
+            let mut batch = EncodedBatch::with_capacity(run.len(), bytes);
+            for (k, &(id, data)) in run.iter().enumerate() {
+                if let Some((_, ahead)) = run.get(k + PREFETCH_AHEAD) {
+                    crate::sys::prefetch_bytes(&ahead[..ahead.len().min(PREFETCH_PAYLOAD_MAX)]);
+                }
+                batch.push_put(
+                    self.salt,
+                    self.opts.compression.zstd_level,
+                    id,
+                    data,
+                    codec_of(data),
+                )?;
+            }
+            Ok(batch)
         };
         let to_compress: usize = items
             .iter()
-            .filter(|(_, d)| {
-                compression.unwrap_or_else(|| self.opts.compression.choose(d.len()))
-                    != CompressionType::None
-            })
+            .filter(|(_, d)| codec_of(d) != CompressionType::None)
             .map(|(_, d)| d.len())
             .sum();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(items.len().max(1));
-        let encoded: Vec<Encoded> = if threads > 1 && to_compress >= PARALLEL_COMPRESS_BYTES {
-            let per = items.len().div_ceil(threads);
-            let parts: Vec<Result<Vec<Encoded>>> = std::thread::scope(|sc| {
-                let handles: Vec<_> = items
-                    .chunks(per)
-                    .map(|c| sc.spawn(move || encode(c)))
-                    .collect();
+        let batches: Vec<EncodedBatch<'a>> = if threads > 1
+            && to_compress >= PARALLEL_COMPRESS_BYTES
+        {
+            let runs = split_by_bytes(items, threads);
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = runs.iter().map(|r| sc.spawn(move || encode(r))).collect();
                 handles
                     .into_iter()
                     .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
-            let mut all = Vec::with_capacity(items.len());
-            for p in parts {
-                all.extend(p?);
-            }
-            all
+                    .collect::<Result<_>>()
+            })?
         } else {
-            encode(items)?
+            vec![encode(items)?]
         };
-        let (headers, compressed): (Vec<_>, Vec<_>) =
-            encoded.into_iter().map(|(h, hb, c)| ((h, hb), c)).unzip();
-        if headers.is_empty() {
-            return Ok(Vec::new());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() * 2);
+        for b in &batches {
+            b.parts(&mut parts);
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * items.len());
-        let mut rel = Vec::with_capacity(items.len());
-        let mut at = 0u64;
-        for (((_, hb), c), &(_, data)) in headers.iter().zip(&compressed).zip(items) {
-            let stored: &[u8] = c.as_deref().unwrap_or(data);
-            rel.push(at);
-            at += (hb.len() + stored.len()) as u64;
-            parts.push(hb);
-            parts.push(stored);
+        // (header, offset from the start of the whole batch) per record
+        let mut records = Vec::with_capacity(items.len());
+        let mut at = 0;
+        for b in &batches {
+            records.extend(b.records().iter().map(|&(h, rel)| (h, at + rel)));
+            at += b.len();
         }
         let mut w = self.writer.lock();
         self.writable()?;
-        self.reserve_index(&mut w, headers.len() as u64)?;
+        self.reserve_index(&mut w, records.len() as u64)?;
         // (no prefault_ahead here: `pwritev` into populated pages measured
         // slower, 776 -> 671 MB/s on w1)
         let base = self.seg.append_vectored(&mut w.cur, &parts)?;
         // overlap the index's memory latencies (see `Index::prefetch`)
-        for (header, _) in headers.iter().take(INDEX_AHEAD) {
+        for (header, _) in records.iter().take(INDEX_AHEAD) {
             self.index.prefetch(&w.ix, header.id);
         }
-        for (k, ((header, _), r)) in headers.iter().zip(&rel).enumerate() {
-            if let Some((ahead, _)) = headers.get(k + INDEX_AHEAD) {
+        for (k, (header, rel)) in records.iter().enumerate() {
+            if let Some((ahead, _)) = records.get(k + INDEX_AHEAD) {
                 self.index.prefetch(&w.ix, ahead.id);
             }
-            if let Err(e) = apply(&self.seg, &self.index, &mut w, base + r, header) {
+            if let Err(e) = apply(&self.seg, &self.index, &mut w, base + rel, header) {
                 return Err(self.index_failed(e));
             }
         }
         self.after_write(w)?;
-        Ok(headers
+        Ok(records
             .iter()
-            .zip(&rel)
-            .map(|((h, _), r)| (base + r, h.stored_len, h.compression as u8))
+            .map(|(h, rel)| (base + rel, h.stored_len, h.compression as u8))
             .collect())
     }
 
@@ -1510,6 +1501,28 @@ fn usable_checkpoint(
 /// Applies one record to index and counters: shared by append and recovery.
 /// An error (DiskHash only: the index file could not grow or sync) leaves
 /// the record in the log but not in the index; the caller poisons the handle.
+/// Splits `items` into at most `n` consecutive runs of about equal bytes
+/// (a few large payloads among many small ones would otherwise leave one
+/// compressing thread with most of the work).
+fn split_by_bytes<'i, 'a>(items: &'i [(u128, &'a [u8])], n: usize) -> Vec<&'i [(u128, &'a [u8])]> {
+    let weight = |d: &[u8]| d.len() as u64 + RECORD_HEADER_LEN as u64;
+    let total: u64 = items.iter().map(|(_, d)| weight(d)).sum();
+    let mut runs = Vec::with_capacity(n);
+    let (mut from, mut acc) = (0, 0u64);
+    for (i, (_, d)) in items.iter().enumerate() {
+        acc += weight(d);
+        // close run k once the bytes so far reach k/n of the total
+        if acc * n as u64 >= total * (runs.len() as u64 + 1) && runs.len() + 1 < n {
+            runs.push(&items[from..=i]);
+            from = i + 1;
+        }
+    }
+    if from < items.len() {
+        runs.push(&items[from..]);
+    }
+    runs
+}
+
 fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeader) -> Result<()> {
     let confirm = |o: u64| seg.peek_id(o) == Some(h.id);
     let mut c = w.counters;
@@ -1724,4 +1737,44 @@ fn retire(seg: &Segment, c: &mut Counters, off: u64) {
     c.count_by_codec[t] = c.count_by_codec[t].saturating_sub(1);
     c.raw_by_codec[t] = c.raw_by_codec[t].saturating_sub(u64::from(h.raw_len));
     c.stored_by_codec[t] = c.stored_by_codec[t].saturating_sub(u64::from(h.stored_len));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_bytes;
+
+    #[test]
+    fn split_by_bytes_keeps_order_and_balances_bytes() {
+        // 50 small payloads, then one that outweighs all of them, then 50 more
+        let small = [0u8; 100];
+        let big = vec![0u8; 20_000];
+        let mut items: Vec<(u128, &[u8])> = (0..50).map(|i| (i, &small[..])).collect();
+        items.push((50, &big));
+        items.extend((51..101).map(|i| (i, &small[..])));
+        for n in 1..=4 {
+            let runs = split_by_bytes(&items, n);
+            assert!(!runs.is_empty() && runs.len() <= n);
+            let ids: Vec<u128> = runs
+                .iter()
+                .flat_map(|r| r.iter().map(|(id, _)| *id))
+                .collect();
+            assert_eq!(
+                ids,
+                (0..101).collect::<Vec<_>>(),
+                "every item once, in order"
+            );
+            assert!(runs.iter().all(|r| !r.is_empty()));
+        }
+        // two runs: the big payload ends the first one (a count split at 50/51
+        // would put it and 50 small ones together anyway, but 2 runs of equal
+        // bytes must not put all small ones on one side with it)
+        let runs = split_by_bytes(&items, 2);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].last().unwrap().0, 50);
+        // uniform sizes split evenly
+        let even: Vec<(u128, &[u8])> = (0..1000).map(|i| (i, &small[..])).collect();
+        let runs = split_by_bytes(&even, 2);
+        assert_eq!((runs[0].len(), runs[1].len()), (500, 500));
+        assert!(split_by_bytes(&[], 2).is_empty());
+    }
 }

@@ -1,0 +1,196 @@
+//! A batch of put records encoded for one positioned write.
+//!
+//! `append_batch` compresses and checksums its records before it takes the
+//! writer lock. The records are laid out as they will lie in the log: small
+//! ones, and every compressed one, are copied into one staging buffer; a
+//! large raw payload stays where the caller has it and is written from
+//! there (copying it would only move the same bytes twice):
+//!
+//! ```text
+//! stage   [hdr|payload][hdr|lz4 bytes][hdr]   [hdr|payload][hdr|payload]…
+//!                                          ▲
+//! direct                                   └─ large raw payload (caller's memory)
+//!
+//! write   stage[..a]          payload          stage[a..]     (one pwritev)
+//! ```
+//!
+//! Why stage at all: writing a thousand small records as two iovecs each
+//! (header, payload) costs the kernel more than the copy saves. Measured on
+//! w1 (1000 records of 100-1000 B per call): one `pwritev` with 2000
+//! segments took 1.5x the time of a copy into one buffer plus one `write`.
+//! The copy also makes the checksum cheap: it runs over bytes the copy just
+//! brought into the cache.
+
+use crate::codec::{self, CompressionType};
+use crate::error::Result;
+use crate::format::{self, RecordHeader, RecordKind, RECORD_HEADER_LEN};
+
+/// Raw payloads longer than this are written from the caller's memory.
+pub const STAGE_MAX: usize = 64 << 10;
+
+/// Encoded records, ready to be written back to back.
+pub struct EncodedBatch<'a> {
+    stage: Vec<u8>,
+    /// Large raw payloads: (stage offset they follow, bytes).
+    direct: Vec<(usize, &'a [u8])>,
+    direct_bytes: u64,
+    /// Every record's header and offset from the start of the batch.
+    records: Vec<(RecordHeader, u64)>,
+}
+
+impl<'a> EncodedBatch<'a> {
+    /// An empty batch with room for `records` records of `bytes` payload bytes.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        EncodedBatch {
+            stage: Vec::with_capacity(records * RECORD_HEADER_LEN + bytes),
+            direct: Vec::new(),
+            direct_bytes: 0,
+            records: Vec::with_capacity(records),
+        }
+    }
+
+    /// Encodes a put of `data` under `id` with `codec` (stored raw when the
+    /// codec does not shrink it) and seals it with the store's `salt`.
+    pub fn push_put(
+        &mut self,
+        salt: u64,
+        zstd_level: i32,
+        id: u128,
+        data: &'a [u8],
+        codec: CompressionType,
+    ) -> Result<()> {
+        let start = self.stage.len();
+        let rel = start as u64 + self.direct_bytes;
+        self.stage.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+        let shrunk = codec::compress(codec, zstd_level, data, &mut self.stage)?;
+        let direct = !shrunk && data.len() > STAGE_MAX;
+        if !shrunk && !direct {
+            self.stage.extend_from_slice(data);
+        }
+        let mut header = RecordHeader {
+            crc: 0,
+            kind: RecordKind::Put,
+            compression: if shrunk { codec } else { CompressionType::None },
+            id,
+            stored_len: if shrunk {
+                (self.stage.len() - start - RECORD_HEADER_LEN) as u32
+            } else {
+                data.len() as u32
+            },
+            raw_len: data.len() as u32,
+        };
+        let mut hb = header.encode();
+        if direct {
+            format::seal(salt, &mut hb, data);
+            self.stage[start..].copy_from_slice(&hb);
+            self.direct.push((self.stage.len(), data));
+            self.direct_bytes += data.len() as u64;
+        } else {
+            self.stage[start..start + RECORD_HEADER_LEN].copy_from_slice(&hb);
+            format::seal_record(salt, &mut self.stage[start..]);
+        }
+        header.crc = u32::from_le_bytes(self.stage[start..start + 4].try_into().expect("4 bytes"));
+        self.records.push((header, rel));
+        Ok(())
+    }
+
+    /// Bytes the batch occupies in the log.
+    pub fn len(&self) -> u64 {
+        self.stage.len() as u64 + self.direct_bytes
+    }
+
+    /// Every record's header and offset from the start of the batch.
+    pub fn records(&self) -> &[(RecordHeader, u64)] {
+        &self.records
+    }
+
+    /// The bytes to write, in order, appended to `parts`.
+    pub fn parts<'s>(&'s self, parts: &mut Vec<&'s [u8]>) {
+        let mut from = 0;
+        for &(at, bytes) in &self.direct {
+            parts.push(&self.stage[from..at]);
+            parts.push(bytes);
+            from = at;
+        }
+        parts.push(&self.stage[from..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch's bytes, as they would land in the log.
+    fn written(b: &EncodedBatch) -> Vec<u8> {
+        let mut parts = Vec::new();
+        b.parts(&mut parts);
+        parts.concat()
+    }
+
+    #[test]
+    fn records_lie_back_to_back_and_verify() {
+        let salt = 0x1234_5678_9abc_def0;
+        let text: Vec<u8> = b"some words repeat, some words repeat. "
+            .iter()
+            .cycle()
+            .take(300_000)
+            .copied()
+            .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let cases: Vec<(&[u8], CompressionType)> = vec![
+            (b"", CompressionType::None),
+            (b"tiny", CompressionType::None),
+            (&text[..5000], CompressionType::Lz4), // staged, compressed
+            (&noise[..5000], CompressionType::Lz4), // does not shrink: staged raw
+            (&noise[..STAGE_MAX], CompressionType::None), // largest staged raw
+            (&noise[..STAGE_MAX + 1], CompressionType::None), // direct
+            (&text, CompressionType::Zstd),        // large but compressed: staged
+            (&noise, CompressionType::Zstd),       // does not shrink: direct
+            (b"after", CompressionType::None),
+        ];
+        let mut b = EncodedBatch::with_capacity(0, 0);
+        for (i, (data, codec)) in cases.iter().enumerate() {
+            b.push_put(salt, 1, i as u128, data, *codec).unwrap();
+        }
+        let log = written(&b);
+        assert_eq!(log.len() as u64, b.len());
+        assert_eq!(
+            b.direct.len(),
+            2,
+            "exactly the two large raw payloads go direct"
+        );
+        let mut next = 0u64;
+        for (i, ((h, rel), (data, codec))) in b.records().iter().zip(&cases).enumerate() {
+            assert_eq!(*rel, next, "record {i} starts where the previous ended");
+            let rec = &log[*rel as usize..(*rel + h.record_len()) as usize];
+            assert!(format::record_checksum_ok(salt, rec), "record {i} verifies");
+            let hb: &[u8; RECORD_HEADER_LEN] = rec[..RECORD_HEADER_LEN].try_into().unwrap();
+            assert_eq!(RecordHeader::decode(hb).unwrap(), *h);
+            assert_eq!(h.id, i as u128);
+            let stored = &rec[RECORD_HEADER_LEN..];
+            let mut raw = vec![0; h.raw_len as usize];
+            codec::decompress_into(h.compression, stored, &mut raw).unwrap();
+            assert_eq!(raw, *data, "record {i} reads back");
+            if h.compression != CompressionType::None {
+                assert_eq!(h.compression, *codec);
+                assert!(stored.len() < data.len());
+            }
+            next = *rel + h.record_len();
+        }
+        assert_eq!(next, b.len());
+        // a flipped bit anywhere in a record is caught
+        let (h, rel) = b.records()[2];
+        let mut bad = log[rel as usize..(rel + h.record_len()) as usize].to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(!format::record_checksum_ok(salt, &bad));
+    }
+}
