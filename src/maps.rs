@@ -84,6 +84,27 @@ impl ChunkMaps {
         }
     }
 
+    /// Asks for transparent huge pages on the file range `[from, to)` (2 MiB
+    /// aligned) of every chunk mapped so far: the kernel then reads faulting
+    /// pages in 2 MiB folios and maps each with one TLB entry (Linux, where
+    /// the filesystem supports large folios; a hint, ignored elsewhere).
+    /// A written page of such a folio dirties all of it, so the range must
+    /// hold bytes nobody writes again.
+    pub fn advise_huge(&self, from: u64, to: u64) {
+        let _g = self.lock.lock();
+        for (i, map) in self.mapped().enumerate() {
+            let base = (i as u64) << self.shift;
+            let (start, end) = (from.max(base), to.min(base + self.map_len));
+            if start < end {
+                let _ = map.advise_range(
+                    Advice::HugePage,
+                    (start - base) as usize,
+                    (end - start) as usize,
+                );
+            }
+        }
+    }
+
     /// Whether maps advise point reads.
     pub fn random(&self) -> bool {
         self.random.load(Ordering::Relaxed)

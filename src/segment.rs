@@ -146,6 +146,21 @@ impl Segment {
         self.maps.set_random();
     }
 
+    /// Reads of the records below `end` through 2 MiB pages (see
+    /// `ChunkMaps::advise_huge`): a cold read brings in the 2 MiB around it,
+    /// and the TLB covers 512 times more of the log. Only from 2 MiB (past
+    /// the header page, which syncs rewrite) to the last 2 MiB boundary
+    /// below `end`: the log is append-only, so nothing there is written
+    /// again and no huge folio is ever dirtied (appends through the map
+    /// into one would make every sync write 2 MiB back).
+    pub fn huge_reads_below(&self, end: u64) {
+        const HUGE: u64 = 2 << 20;
+        let to = end / HUGE * HUGE;
+        if to > HUGE {
+            self.maps.advise_huge(HUGE, to);
+        }
+    }
+
     #[inline]
     fn ptr(&self, off: u64) -> *mut u8 {
         self.maps.ptr(off).0

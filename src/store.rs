@@ -322,6 +322,9 @@ impl PayloadStore {
             durable = watermark.unwrap_or(LOG_HEADER_LEN).min(scan.end);
         }
         seg.set_random_access();
+        if scan.end <= opts.huge_reads_max {
+            seg.huge_reads_below(scan.end);
+        }
         report.duration = started.elapsed();
         let store = PayloadStore {
             dir,
