@@ -24,6 +24,9 @@
 use crate::codec::{self, CompressionType};
 use crate::error::Result;
 use crate::format::{self, RecordHeader, RecordKind, RECORD_HEADER_LEN};
+use parking_lot::{Condvar, Mutex};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Raw payloads longer than this are written from the caller's memory.
 pub const STAGE_MAX: usize = 64 << 10;
@@ -116,6 +119,59 @@ impl<'a> EncodedBatch<'a> {
     }
 }
 
+/// Runs `work` on every element of `runs` on `threads` threads and hands
+/// the results to `sink` on the calling thread, in order, each as soon as
+/// it and those before it are done: the caller writes run k while later
+/// runs are still being compressed. Stops at the first error of `work` or
+/// `sink` and returns it; a panic in `work` is resumed on the caller.
+pub fn in_order<R: Sync, T: Send, E: Send>(
+    runs: &[R],
+    threads: usize,
+    work: impl Fn(&R) -> std::result::Result<T, E> + Sync,
+    mut sink: impl FnMut(T) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    type Done<T, E> = std::thread::Result<std::result::Result<T, E>>;
+    let slots: Vec<Mutex<Option<Done<T, E>>>> = runs.iter().map(|_| Mutex::new(None)).collect();
+    let ready = Condvar::new();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for _ in 0..threads.clamp(1, runs.len().max(1)) {
+            sc.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(run) = runs.get(k) else { break };
+                    let done = catch_unwind(AssertUnwindSafe(|| work(run)));
+                    *slots[k].lock() = Some(done);
+                    ready.notify_all();
+                }
+            });
+        }
+        let mut result = Ok(());
+        for slot in &slots {
+            let mut g = slot.lock();
+            while g.is_none() {
+                ready.wait(&mut g);
+            }
+            let done = g.take().expect("filled");
+            drop(g);
+            result = match done {
+                Ok(Ok(t)) => sink(t),
+                Ok(Err(e)) => Err(e),
+                Err(panic) => {
+                    stop.store(true, Ordering::Relaxed);
+                    resume_unwind(panic)
+                }
+            };
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+        result
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +248,84 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(!format::record_checksum_ok(salt, &bad));
+    }
+
+    #[test]
+    fn in_order_hands_results_over_in_order_and_stops_at_errors() {
+        let runs: Vec<u64> = (0..40).collect();
+        for threads in [1, 2, 4] {
+            // later runs finish first: the sink still sees them in order
+            let mut seen = Vec::new();
+            in_order(
+                &runs,
+                threads,
+                |&k| -> std::result::Result<u64, String> {
+                    // uneven work, so runs finish out of order
+                    let mut x = k;
+                    for _ in 0..(40 - k) * 20_000 {
+                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005) + 1);
+                    }
+                    std::hint::black_box(x);
+                    Ok(k * 10)
+                },
+                |v| {
+                    seen.push(v);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(seen, runs.iter().map(|k| k * 10).collect::<Vec<_>>());
+            // an error in run 7 stops the sink after runs 0..7
+            let mut seen = Vec::new();
+            let r = in_order(
+                &runs,
+                threads,
+                |&k| {
+                    if k == 7 {
+                        Err(format!("bad {k}"))
+                    } else {
+                        Ok(k)
+                    }
+                },
+                |v| {
+                    seen.push(v);
+                    Ok(())
+                },
+            );
+            assert_eq!(r, Err("bad 7".to_string()));
+            assert_eq!(seen, (0..7).collect::<Vec<_>>());
+            // an error of the sink stops it too
+            let mut seen = Vec::new();
+            let r = in_order(
+                &runs,
+                threads,
+                |&k| Ok::<_, u64>(k),
+                |v| {
+                    seen.push(v);
+                    if v == 3 {
+                        Err(v)
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            assert_eq!((r, seen.len()), (Err(3), 4));
+        }
+        // a panic in the work reaches the caller
+        let p = std::panic::catch_unwind(|| {
+            in_order(
+                &runs,
+                2,
+                |&k| {
+                    if k == 5 {
+                        panic!("boom")
+                    } else {
+                        Ok::<_, ()>(k)
+                    }
+                },
+                |_| Ok(()),
+            )
+        });
+        assert!(p.is_err());
     }
 }

@@ -24,6 +24,10 @@ pub trait Io: Send + Sync {
     fn sync_data(&self, file: &File, path: &Path) -> Result<()>;
     /// Sets the file length.
     fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()>;
+    /// Asks the kernel to start writing `[off, off + len)` back without
+    /// waiting (a hint: the next `sync_data` has less left to do). Default:
+    /// nothing.
+    fn start_writeback(&self, _file: &File, _off: u64, _len: u64) {}
     /// Writes all of `buf` at `off`.
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], off: u64) -> Result<()>;
     /// Writes all of `bufs`, back to back, at `off` (`pwritev`).
@@ -60,6 +64,9 @@ pub fn write_atomic(io: &dyn Io, dir: &Path, tmp: &str, name: &str, parts: &[&[u
 pub struct OsIo;
 
 impl Io for OsIo {
+    fn start_writeback(&self, file: &File, off: u64, len: u64) {
+        crate::sys::start_writeback(file, off, len);
+    }
     fn reserve(&self, file: &File, path: &Path, old_len: u64, new_len: u64) -> Result<()> {
         crate::sys::reserve(file, path, old_len, new_len)
     }

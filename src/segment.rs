@@ -293,10 +293,35 @@ impl Segment {
     /// vectored positioned writes, not through the mapping. Readers see the
     /// bytes through the mapping: both go through the same page cache.
     pub fn append_vectored(&self, cur: &mut WriteCursor, parts: &[&[u8]]) -> Result<u64> {
-        self.append_with(cur, parts, |off| {
-            self.io
-                .write_vectored_at(&self.file, &self.path, parts, off)
-        })
+        let len = self.write_pending(cur, 0, parts)?;
+        Ok(self.publish(cur, len))
+    }
+
+    /// Writes `parts` with vectored positioned writes at `cur.end + at`,
+    /// past the published end (no reader looks there yet), growing the file
+    /// as needed. Publishes nothing: see `publish`. Returns their length.
+    pub fn write_pending(&self, cur: &mut WriteCursor, at: u64, parts: &[&[u8]]) -> Result<u64> {
+        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        let off = cur.end + at;
+        self.room_for(cur, off + len)?;
+        self.io
+            .write_vectored_at(&self.file, &self.path, parts, off)?;
+        Ok(len)
+    }
+
+    /// Publishes `len` bytes written past the end by `write_pending`:
+    /// readers see them from now on. Returns where they start.
+    pub fn publish(&self, cur: &mut WriteCursor, len: u64) -> u64 {
+        let off = cur.end;
+        cur.end += len;
+        self.set_committed(cur.end);
+        off
+    }
+
+    /// Asks the kernel to start writing `[off, off + len)` back (a hint for
+    /// callers that sync soon; see `Io::start_writeback`).
+    pub fn start_writeback(&self, off: u64, len: u64) {
+        self.io.start_writeback(&self.file, off, len);
     }
 
     /// Reserves room for `parts` at the end, lets `write(offset)` put them
@@ -308,11 +333,17 @@ impl Segment {
         parts: &[&[u8]],
         write: impl FnOnce(u64) -> Result<()>,
     ) -> Result<u64> {
+        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        self.room_for(cur, cur.end + len)?;
+        write(cur.end)?;
+        Ok(self.publish(cur, len))
+    }
+
+    /// Checks that the log may reach `new_end` and grows the file to it.
+    fn room_for(&self, cur: &mut WriteCursor, new_end: u64) -> Result<()> {
         if !self.writable {
             return Err(Error::ReadOnly);
         }
-        let off = cur.end;
-        let new_end = off + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if new_end > MAX_LOG_LEN {
             return Err(Error::PayloadTooLarge {
                 len: new_end,
@@ -322,10 +353,7 @@ impl Segment {
         if new_end > cur.capacity {
             self.grow(cur, new_end)?;
         }
-        write(off)?;
-        cur.end = new_end;
-        self.set_committed(new_end);
-        Ok(off)
+        Ok(())
     }
 
     fn grow(&self, cur: &mut WriteCursor, needed: u64) -> Result<()> {

@@ -316,3 +316,62 @@ fn full_disk_while_the_diskhash_table_grows_keeps_the_store_usable() {
     assert_eq!(s.get(id).unwrap().unwrap(), id.to_le_bytes());
     assert_eq!(s.get(1).unwrap().unwrap(), payload(1, 1000));
 }
+
+#[test]
+fn a_fault_anywhere_in_a_pipelined_batch_stores_none_of_it() {
+    // 64 compressible payloads of 250 KB: 16 MB to compress, split into runs
+    // that are written while later ones compress (batch.rs, `in_order`)
+    let datas: Vec<(u128, Vec<u8>)> = (0..64u128)
+        .map(|i| (1000 + i, payload(1000 + i, 250_000)))
+        .collect();
+    let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+    // no automatic checkpoint: every operation the batch makes is its own
+    let opts = |io: &Arc<FaultyIo>| opts(io).auto_checkpoint_bytes(0);
+    let batch_ops = {
+        let t = TempDir::new("pipe-count");
+        let io = FaultyIo::new();
+        let s = PayloadStore::open_with_options(t.store(), opts(&io)).unwrap();
+        s.append(1, b"before", None).unwrap();
+        let before = io.ops();
+        s.append_batch(&refs, None).unwrap();
+        io.ops() - before
+    };
+    assert!(
+        batch_ops >= 3,
+        "the batch wrote in several runs ({batch_ops} operations)"
+    );
+    for fault in [Fault::Eio, Fault::NoSpace, Fault::ShortWrite] {
+        for n in 0..batch_ops {
+            let t = TempDir::new("pipe");
+            let io = FaultyIo::new();
+            let s = PayloadStore::open_with_options(t.store(), opts(&io)).unwrap();
+            s.append(1, b"before", None).unwrap();
+            io.fail_at(n, fault, false);
+            let e = s.append_batch(&refs, None).expect_err("operation n fails");
+            assert!(expected_error(&e), "{fault:?} at {n}: {e}");
+            for (id, _) in &datas {
+                assert!(
+                    !s.has_payload(*id),
+                    "{fault:?} at {n}: id {id} visible after a failed batch"
+                );
+            }
+            assert_eq!(s.get(1).unwrap().unwrap(), b"before");
+            // the handle keeps working: the same batch again, then reopen
+            let locs = s.append_batch(&refs, None).unwrap();
+            s.sync().unwrap();
+            s.close().unwrap();
+            let s = PayloadStore::open(t.store()).unwrap();
+            assert_eq!(s.len(), 65);
+            for ((id, d), loc) in datas.iter().zip(&locs) {
+                assert_eq!(
+                    &s.get(*id).unwrap().unwrap(),
+                    d,
+                    "{fault:?} at {n}: id {id}"
+                );
+                let codec = CompressionType::try_from(loc.2).unwrap();
+                assert_eq!(&s.get_at_offset(loc.0, loc.1, codec).unwrap(), d);
+            }
+            assert!(s.verify().unwrap().is_clean(), "{fault:?} at {n}");
+        }
+    }
+}

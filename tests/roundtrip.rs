@@ -358,12 +358,25 @@ fn large_batches_span_many_vectored_writes() {
     for backend in backends() {
         let t = TempDir::new("bigbatch");
         let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
-        // 3000 records = 6000 buffers: more than one pwritev (at most 1024 each)
+        // 3000 records, staged into one buffer, and every 300th a raw payload
+        // over 64 KiB that is written from where it lies (its own iovec)
         let datas: Vec<(u128, Vec<u8>)> = (0..3000u128)
-            .map(|i| (i, payload(i, (i % 50) as usize)))
+            .map(|i| {
+                (
+                    i,
+                    payload(
+                        i,
+                        if i % 300 == 7 {
+                            70_000
+                        } else {
+                            (i % 50) as usize
+                        },
+                    ),
+                )
+            })
             .collect();
         let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
-        let locs = s.append_batch(&refs, None).unwrap();
+        let locs = s.append_batch(&refs, Some(CompressionType::None)).unwrap();
         let mut expect_off = locs[0].0;
         for ((id, data), loc) in datas.iter().zip(&locs) {
             assert_eq!(loc.0, expect_off, "records are back to back");
