@@ -348,10 +348,11 @@ ps_status ps_store_append(struct ps_store *store,
                           int32_t compression,
                           struct ps_location *out_loc);
 
-// Appends `count` payloads with one write: payload `i` is `lens[i]` bytes
+// Appends `count` payloads, written together and published at once (see
+// `PayloadStore::append_batch`): payload `i` is `lens[i]` bytes
 // at `datas[i]` for `ids[i]` (a later duplicate id wins). Writes the
-// locations to `out_locs[0..count]` unless it is NULL. Nothing is stored
-// when it fails. `count == 0` is a no-op.
+// locations to `out_locs[0..count]` unless it is NULL. Nothing of it
+// becomes visible when it fails. `count == 0` is a no-op.
 ps_status ps_store_append_batch(struct ps_store *store,
                                 const struct ps_edge_id *ids,
                                 const uint8_t *const *datas,

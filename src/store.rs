@@ -486,14 +486,23 @@ impl PayloadStore {
             && end.saturating_sub(self.durable_offset()) > RECENT_SYNC
     }
 
-    /// Appends many payloads with one `write(2)` of all their records.
-    /// Returns each payload's location, in order. Same semantics as calling
-    /// `append` for each (compression choice, last write wins, sync policy
-    /// applied once for the whole batch); cheaper for bulk loads because the
-    /// records reach the page cache in one system call instead of through
-    /// page faults on the mapping. Nothing of the batch is stored when it
-    /// fails (a partly written batch lies past the end of the log and is
-    /// overwritten or cut off at the next open).
+    /// Appends many payloads, their records encoded into one buffer and
+    /// written with one `pwritev`. Returns each payload's location, in
+    /// order. Same semantics as calling `append` for each (compression
+    /// choice, last write wins, sync policy applied once for the whole
+    /// batch); cheaper for bulk loads because the records reach the page
+    /// cache in one system call instead of through page faults on the
+    /// mapping.
+    ///
+    /// A batch with 1 MiB or more to compress is compressed on all cores in
+    /// runs of ~4 MiB, each written as soon as it is ready; the writer lock
+    /// is held from the first run's write until the batch is published, so
+    /// other appenders compress meanwhile but write after it.
+    ///
+    /// Nothing of a failed batch becomes visible: its bytes lie past the
+    /// end of the log and the next append overwrites them. (If the process
+    /// dies before that, records of it that reached the disk whole may be
+    /// found at the next open, as a write that failed halfway may leave.)
     ///
     /// ```
     /// # use payloadstore::*;

@@ -432,10 +432,11 @@ pub extern "C" fn ps_store_append(
     })
 }
 
-/// Appends `count` payloads with one write: payload `i` is `lens[i]` bytes
+/// Appends `count` payloads, written together and published at once (see
+/// `PayloadStore::append_batch`): payload `i` is `lens[i]` bytes
 /// at `datas[i]` for `ids[i]` (a later duplicate id wins). Writes the
-/// locations to `out_locs[0..count]` unless it is NULL. Nothing is stored
-/// when it fails. `count == 0` is a no-op.
+/// locations to `out_locs[0..count]` unless it is NULL. Nothing of it
+/// becomes visible when it fails. `count == 0` is a no-op.
 #[no_mangle]
 pub extern "C" fn ps_store_append_batch(
     store: *mut ps_store,
