@@ -541,7 +541,15 @@ impl PayloadStore {
         let codec_of =
             |d: &[u8]| compression.unwrap_or_else(|| self.opts.compression.choose(d.len()));
         let encode = |run: &'_ [(u128, &'a [u8])]| -> Result<EncodedBatch<'a>> {
-            let bytes = run.iter().map(|(_, d)| d.len().min(STAGE_MAX)).sum();
+            // room for every staged record, and for a compressor's worst
+            // case on top of what is staged, so the buffer never moves
+            let bytes = run
+                .iter()
+                .map(|(_, d)| match codec_of(d) {
+                    CompressionType::None => d.len().min(STAGE_MAX),
+                    _ => d.len() + d.len() / 8 + 64, // lz4_flex: 1.1x + 20
+                })
+                .sum();
             let mut batch = EncodedBatch::with_capacity(run.len(), bytes);
             for (k, &(id, data)) in run.iter().enumerate() {
                 if let Some((_, ahead)) = run.get(k + PREFETCH_AHEAD) {
