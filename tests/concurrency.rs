@@ -134,3 +134,95 @@ fn run(backend: payloadstore::IndexBackend, policy: SyncPolicy, dur: Duration) {
         }
     }
 }
+
+/// Two threads load large compressible batches (each compressed on all
+/// cores in runs and written run by run, `append_batch`), a third appends
+/// one at a time, and two readers check whatever they find, meanwhile. Then
+/// every payload reads back, also after a reopen.
+#[test]
+fn pipelined_batches_beside_appends_and_readers() {
+    for backend in backends() {
+        let t = TempDir::new("pipe-conc");
+        let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
+        let batches = 3u128;
+        let per_batch = 24u128; // 24 x 200 KB: more than one run
+        let batch_id = |w: u128, b: u128, k: u128| (w << 64) | (b << 32) | k;
+        let big = |id: u128| payload(id, 200_000);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let s = &s;
+            let mut writers = Vec::new();
+            for w in 1..=2u128 {
+                writers.push(sc.spawn(move || {
+                    for b in 0..batches {
+                        let datas: Vec<(u128, Vec<u8>)> = (0..per_batch)
+                            .map(|k| (batch_id(w, b, k), big(batch_id(w, b, k))))
+                            .collect();
+                        let refs: Vec<(u128, &[u8])> =
+                            datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+                        let locs = s.append_batch(&refs, None).unwrap();
+                        // records of one batch lie back to back, in order
+                        for pair in locs.windows(2) {
+                            assert_eq!(pair[1].0, pair[0].0 + 32 + u64::from(pair[0].1));
+                        }
+                    }
+                }));
+            }
+            writers.push(sc.spawn(move || {
+                for k in 0..2000u128 {
+                    s.append(k, &payload(k, 700), None).unwrap();
+                }
+            }));
+            let readers: Vec<_> = (0..2u64)
+                .map(|r| {
+                    let done = &done;
+                    sc.spawn(move || {
+                        let mut x = r + 1;
+                        while !done.load(Ordering::Acquire) {
+                            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                            let (w, b, k) = (
+                                1 + u128::from(x >> 63),
+                                u128::from(x >> 40) % batches,
+                                u128::from(x >> 8) % per_batch,
+                            );
+                            if let Some(v) = s.get(batch_id(w, b, k)).unwrap() {
+                                assert_eq!(v, big(batch_id(w, b, k)));
+                            }
+                            let k = u128::from(x >> 20) % 2000;
+                            if let Some(v) = s.get(k).unwrap() {
+                                assert_eq!(v, payload(k, 700));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in writers {
+                h.join().unwrap();
+            }
+            done.store(true, Ordering::Release);
+            for h in readers {
+                h.join().unwrap();
+            }
+        });
+        let check = |s: &PayloadStore| {
+            assert_eq!(s.len() as u128, 2000 + 2 * batches * per_batch);
+            for w in 1..=2 {
+                for b in 0..batches {
+                    for k in 0..per_batch {
+                        assert_eq!(
+                            s.get(batch_id(w, b, k)).unwrap().unwrap(),
+                            big(batch_id(w, b, k))
+                        );
+                    }
+                }
+            }
+            for k in 0..2000u128 {
+                assert_eq!(s.get(k).unwrap().unwrap(), payload(k, 700));
+            }
+            assert!(s.verify().unwrap().is_clean());
+        };
+        check(&s);
+        s.close().unwrap();
+        check(&PayloadStore::open_with_backend(t.store(), backend).unwrap());
+    }
+}
