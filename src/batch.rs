@@ -1,17 +1,18 @@
-//! A batch of put records encoded for one positioned write.
+//! A batch of put records encoded for positioned writes, and the pipeline
+//! that compresses runs of a large batch while earlier runs are written.
 //!
 //! `append_batch` compresses and checksums its records before it takes the
-//! writer lock. The records are laid out as they will lie in the log: small
-//! ones, and every compressed one, are copied into one staging buffer; a
-//! large raw payload stays where the caller has it and is written from
-//! there (copying it would only move the same bytes twice):
+//! writer lock. The records of a run are laid out as they will lie in the
+//! log: small ones, and every compressed one, are copied into one staging
+//! buffer; a large raw payload stays where the caller has it and is written
+//! from there (copying it would only move the same bytes twice):
 //!
 //! ```text
 //! stage   [hdr|payload][hdr|lz4 bytes][hdr]   [hdr|payload][hdr|payload]…
 //!                                          ▲
 //! direct                                   └─ large raw payload (caller's memory)
 //!
-//! write   stage[..a]          payload          stage[a..]     (one pwritev)
+//! write   stage[..a]          payload          stage[a..]     (one pwritev per run)
 //! ```
 //!
 //! Why stage at all: writing a thousand small records as two iovecs each
@@ -20,6 +21,17 @@
 //! segments took 1.5x the time of a copy into one buffer plus one `write`.
 //! The copy also makes the checksum cheap: it runs over bytes the copy just
 //! brought into the cache.
+//!
+//! A batch with a lot to compress is cut into runs of about equal bytes;
+//! `in_order` compresses them on all cores and hands each finished run to
+//! the caller in order, so the kernel copies run k into the page cache while
+//! run k+1 is still being compressed:
+//!
+//! ```text
+//! workers   [compress 0][compress 2][compress 4]
+//!           [compress 1][compress 3]
+//! caller                [write 0][write 1][write 2][write 3][write 4] publish
+//! ```
 
 use crate::codec::{self, CompressionType};
 use crate::error::Result;
