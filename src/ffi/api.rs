@@ -359,6 +359,15 @@ pub extern "C" fn ps_options_set_prefault(opts: *mut ps_options, enabled: i32) -
     set_option(opts, |o| Ok(o.prefault(enabled != 0)))
 }
 
+/// Logs up to this many bytes at open are read through 2 MiB pages up to
+/// where they ended (Linux with transparent huge pages and large page-cache
+/// folios): much faster cold reads after a restart. Default: a quarter of
+/// physical memory; 0 = never (every cold read brings in 4 KiB).
+#[no_mangle]
+pub extern "C" fn ps_options_set_huge_reads_max(opts: *mut ps_options, bytes: u64) -> ps_status {
+    set_option(opts, |o| Ok(o.huge_reads_max(bytes)))
+}
+
 /// Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 /// `opts` may be NULL for defaults; it is not consumed. On success writes
 /// the handle to `*out_store` (free it with `ps_store_close`).

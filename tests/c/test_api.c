@@ -63,6 +63,8 @@ static void test_options(void) {
     CHECK_ST(ps_options_set_rebuild_memory(NULL, 1 << 20), PS_ERR_NULL_ARGUMENT);
     CHECK_ST(ps_options_set_prefault(o, 0), PS_OK);
     CHECK_ST(ps_options_set_prefault(NULL, 1), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_huge_reads_max(o, 0), PS_OK);
+    CHECK_ST(ps_options_set_huge_reads_max(NULL, 0), PS_ERR_NULL_ARGUMENT);
     ps_options_free(o);
 }
 
@@ -80,6 +82,7 @@ static void test_open_errors(const char *dir) {
     CHECK_ST(ps_options_set_index_backend(o, PS_INDEX_DISKHASH), PS_OK);
     CHECK_ST(ps_options_set_rebuild_memory(o, 4096), PS_OK);
     CHECK_ST(ps_options_set_prefault(o, 0), PS_OK);
+    CHECK_ST(ps_options_set_huge_reads_max(o, 0), PS_OK); /* rounds 0 and 2: 4 KiB reads; 1: default */
     for (int round = 0; round < 3; round++) {
         if (round == 2) { /* lose index.dh: rebuilt from the log, in passes (tiny budget) */
             char idx[600];
