@@ -11,6 +11,7 @@ use common::*;
 use payloadstore::{CompressionType, IndexBackend, IndexSource, Options, PayloadStore, SyncPolicy};
 use std::fmt::Display;
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// Ids with bit 63 set are the many small inserts that grow the index.
@@ -41,6 +42,58 @@ fn spawn_child(name: &str, env: &[(&str, String)], stdout: Stdio) -> Child {
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
+}
+
+/// Spawns the crash child test `name` for one round: `var` carries the
+/// store directory, with the round and the backend beside it.
+fn spawn_round(name: &str, var: &str, dir: &Path, round: u128, backend: IndexBackend) -> Child {
+    let env = [
+        (var, dir.display().to_string()),
+        ("PS_CRASH_ROUND", round.to_string()),
+        ("PS_CRASH_BACKEND", format!("{backend:?}")),
+    ];
+    spawn_child(name, &env, Stdio::piped())
+}
+
+/// A crash child's side of `spawn_round`: the store directory, round and
+/// backend, the side file `<dir>.<side>` it reports ids to, and its stdout.
+struct Reporter {
+    dir: String,
+    round: u128,
+    backend: IndexBackend,
+    side: std::fs::File,
+    out: std::io::Stdout,
+}
+
+impl Reporter {
+    /// `None` unless this process was spawned as a child with `var` set.
+    fn from_env(var: &str, side: &str) -> Option<Reporter> {
+        let dir = std::env::var(var).ok()?;
+        let side = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(format!("{dir}.{side}"))
+            .unwrap();
+        Some(Reporter {
+            round: std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap(),
+            backend: backend_of(&std::env::var("PS_CRASH_BACKEND").unwrap()),
+            dir,
+            side,
+            out: std::io::stdout(),
+        })
+    }
+
+    /// Appends `ids` to the side file (after they are safe).
+    fn record(&mut self, ids: impl IntoIterator<Item = u128>) {
+        let lines: String = ids.into_iter().map(|i| format!("{i}\n")).collect();
+        self.side.write_all(lines.as_bytes()).unwrap();
+    }
+
+    /// Prints one line for the parent.
+    fn say(&mut self, line: impl Display) {
+        writeln!(self.out, "{line}").unwrap();
+        self.out.flush().unwrap();
+    }
 }
 
 /// Reads the child's stdout until it has printed `kill_after` numbered
@@ -93,30 +146,23 @@ fn assert_intact(
 /// The child's body: runs only when spawned by `kill_9_during_appends`.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var("PS_CRASH_CHILD") else {
+    let Some(mut r) = Reporter::from_env("PS_CRASH_CHILD", "synced") else {
         return;
     };
-    let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
+    let round = r.round;
     let policy = if round.is_multiple_of(2) {
         SyncPolicy::Manual
     } else {
         SyncPolicy::GroupCommit
     };
-    let backend = backend_of(&std::env::var("PS_CRASH_BACKEND").unwrap());
     let s = PayloadStore::open_with_options(
-        &dir,
+        &r.dir,
         Options::default()
-            .backend(backend)
+            .backend(r.backend)
             .sync_policy(policy)
             .auto_checkpoint_bytes(2 << 20),
     )
     .unwrap();
-    let mut side = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(format!("{dir}.synced"))
-        .unwrap();
-    let mut out = std::io::stdout();
     for batch in 0u128.. {
         let mut ids = Vec::new();
         for k in 0..8u128 {
@@ -136,10 +182,8 @@ fn crash_child() {
             s.append(id, &payload(id, len_of(id)), None).unwrap();
         }
         s.sync().unwrap();
-        let line: String = ids.iter().map(|i| format!("{i}\n")).collect();
-        side.write_all(line.as_bytes()).unwrap();
-        writeln!(out, "{batch}").unwrap();
-        out.flush().unwrap();
+        r.record(ids);
+        r.say(batch);
     }
 }
 
@@ -160,12 +204,7 @@ fn kill_9_rounds(backend: IndexBackend) {
     let mut rng = Rng(0xC0FFEE);
     let rounds = 12;
     for round in 0..rounds {
-        let env = [
-            ("PS_CRASH_CHILD", dir.display().to_string()),
-            ("PS_CRASH_ROUND", round.to_string()),
-            ("PS_CRASH_BACKEND", format!("{backend:?}")),
-        ];
-        let mut child = spawn_child("crash_child", &env, Stdio::piped());
+        let mut child = spawn_round("crash_child", "PS_CRASH_CHILD", &dir, round, backend);
         let kill_after = 1 + rng.below(60);
         kill_after_lines(&mut child, kill_after, round, |_| {});
 
@@ -286,18 +325,11 @@ fn unsynced_payload(id: u128) -> Vec<u8> {
 /// ids are in the side file.
 #[test]
 fn crash_child_unsynced() {
-    let Ok(dir) = std::env::var("PS_CRASH_UNSYNCED_CHILD") else {
+    let Some(mut r) = Reporter::from_env("PS_CRASH_UNSYNCED_CHILD", "acked") else {
         return;
     };
-    let backend = backend_of(&std::env::var("PS_CRASH_BACKEND").unwrap());
-    let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
-    let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
-    let mut side = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(format!("{dir}.acked"))
-        .unwrap();
-    let mut out = std::io::stdout();
+    let round = r.round;
+    let s = PayloadStore::open_with_backend(&r.dir, r.backend).unwrap();
     let mut told = false;
     for batch in 0u128.. {
         let mut ids = Vec::new();
@@ -306,14 +338,12 @@ fn crash_child_unsynced() {
             s.append(id, &unsynced_payload(id), None).unwrap();
             ids.push(id);
         }
-        let line: String = ids.iter().map(|i| format!("{i}\n")).collect();
-        side.write_all(line.as_bytes()).unwrap();
+        r.record(ids);
         if !told && threads_named(PREFAULT_THREAD) > 0 {
-            writeln!(out, "prefault").unwrap();
+            r.say("prefault");
             told = true;
         }
-        writeln!(out, "{batch}").unwrap();
-        out.flush().unwrap();
+        r.say(batch);
     }
 }
 
@@ -333,12 +363,13 @@ fn kill_9_during_unsynced_appends() {
         let mut rng = Rng(0xFACE);
         let mut saw_prefault = false;
         for round in 0..3u128 {
-            let env = [
-                ("PS_CRASH_UNSYNCED_CHILD", dir.display().to_string()),
-                ("PS_CRASH_ROUND", round.to_string()),
-                ("PS_CRASH_BACKEND", format!("{backend:?}")),
-            ];
-            let mut child = spawn_child("crash_child_unsynced", &env, Stdio::piped());
+            let mut child = spawn_round(
+                "crash_child_unsynced",
+                "PS_CRASH_UNSYNCED_CHILD",
+                &dir,
+                round,
+                backend,
+            );
             // ~1.3 MB per batch: past 16 MiB after ~13 batches
             let kill_after = 20 + rng.below(30);
             kill_after_lines(&mut child, kill_after, round, |l| {
@@ -432,18 +463,11 @@ fn pipelined_payload(id: u128) -> Vec<u8> {
 /// batches, syncs each, then records its ids and prints a line.
 #[test]
 fn crash_child_pipelined() {
-    let Ok(dir) = std::env::var("PS_CRASH_PIPE_CHILD") else {
+    let Some(mut r) = Reporter::from_env("PS_CRASH_PIPE_CHILD", "synced") else {
         return;
     };
-    let backend = backend_of(&std::env::var("PS_CRASH_BACKEND").unwrap());
-    let round: u128 = std::env::var("PS_CRASH_ROUND").unwrap().parse().unwrap();
-    let s = PayloadStore::open_with_backend(&dir, backend).unwrap();
-    let mut side = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(format!("{dir}.synced"))
-        .unwrap();
-    let mut out = std::io::stdout();
+    let round = r.round;
+    let s = PayloadStore::open_with_backend(&r.dir, r.backend).unwrap();
     for batch in 0u128.. {
         let datas: Vec<(u128, Vec<u8>)> = (0..12u128)
             .map(|k| {
@@ -454,10 +478,8 @@ fn crash_child_pipelined() {
         let refs: Vec<(u128, &[u8])> = datas.iter().map(|(id, d)| (*id, d.as_slice())).collect();
         s.append_batch(&refs, None).unwrap();
         s.sync().unwrap();
-        let line: String = datas.iter().map(|(id, _)| format!("{id}\n")).collect();
-        side.write_all(line.as_bytes()).unwrap();
-        writeln!(out, "{batch}").unwrap();
-        out.flush().unwrap();
+        r.record(datas.iter().map(|(id, _)| *id));
+        r.say(batch);
     }
 }
 
@@ -476,12 +498,13 @@ fn kill_9_during_pipelined_batches() {
         let side = format!("{}.synced", dir.display());
         let mut rng = Rng(0xBA7C4);
         for round in 0..6u128 {
-            let env = [
-                ("PS_CRASH_PIPE_CHILD", dir.display().to_string()),
-                ("PS_CRASH_ROUND", round.to_string()),
-                ("PS_CRASH_BACKEND", format!("{backend:?}")),
-            ];
-            let mut child = spawn_child("crash_child_pipelined", &env, Stdio::piped());
+            let mut child = spawn_round(
+                "crash_child_pipelined",
+                "PS_CRASH_PIPE_CHILD",
+                &dir,
+                round,
+                backend,
+            );
             kill_after_lines(&mut child, 1 + rng.below(6), round, |_| {});
             let s = PayloadStore::open_with_backend(&dir, backend)
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
