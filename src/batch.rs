@@ -35,7 +35,7 @@
 
 use crate::codec::{self, CompressionType};
 use crate::error::Result;
-use crate::format::{self, RecordHeader, RecordKind, RECORD_HEADER_LEN};
+use crate::format::{self, RecordHeader, RECORD_HEADER_LEN};
 use parking_lot::{Condvar, Mutex};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -82,17 +82,11 @@ impl<'a> EncodedBatch<'a> {
         if !shrunk && !direct {
             self.stage.extend_from_slice(data);
         }
-        let mut header = RecordHeader {
-            crc: 0,
-            kind: RecordKind::Put,
-            compression: if shrunk { codec } else { CompressionType::None },
-            id,
-            stored_len: if shrunk {
-                (self.stage.len() - start - RECORD_HEADER_LEN) as u32
-            } else {
-                data.len() as u32
-            },
-            raw_len: data.len() as u32,
+        let mut header = if shrunk {
+            let stored = self.stage.len() - start - RECORD_HEADER_LEN;
+            RecordHeader::put(id, codec, stored, data.len())
+        } else {
+            RecordHeader::put(id, CompressionType::None, data.len(), data.len())
         };
         let mut hb = header.encode();
         if direct {
@@ -182,6 +176,31 @@ pub fn in_order<R: Sync, T: Send, E: Send>(
         }
         result
     })
+}
+
+/// Splits `items` into at most `n` consecutive runs of about equal bytes
+/// (a few large payloads among many small ones would otherwise leave one
+/// compressing thread with most of the work).
+pub fn split_by_bytes<'i, 'a>(
+    items: &'i [(u128, &'a [u8])],
+    n: usize,
+) -> Vec<&'i [(u128, &'a [u8])]> {
+    let weight = |d: &[u8]| d.len() as u64 + RECORD_HEADER_LEN as u64;
+    let total: u64 = items.iter().map(|(_, d)| weight(d)).sum();
+    let mut runs = Vec::with_capacity(n);
+    let (mut from, mut acc) = (0, 0u64);
+    for (i, (_, d)) in items.iter().enumerate() {
+        acc += weight(d);
+        // close run k once the bytes so far reach k/n of the total
+        if acc * n as u64 >= total * (runs.len() as u64 + 1) && runs.len() + 1 < n {
+            runs.push(&items[from..=i]);
+            from = i + 1;
+        }
+    }
+    if from < items.len() {
+        runs.push(&items[from..]);
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -339,5 +358,38 @@ mod tests {
             )
         });
         assert!(p.is_err());
+    }
+
+    #[test]
+    fn split_by_bytes_keeps_order_and_balances_bytes() {
+        // 50 small payloads, then one that outweighs all of them, then 50 more
+        let small = [0u8; 100];
+        let big = vec![0u8; 20_000];
+        let mut items: Vec<(u128, &[u8])> = (0..50).map(|i| (i, &small[..])).collect();
+        items.push((50, &big));
+        items.extend((51..101).map(|i| (i, &small[..])));
+        for n in 1..=4 {
+            let runs = split_by_bytes(&items, n);
+            assert!(!runs.is_empty() && runs.len() <= n);
+            let ids: Vec<u128> = runs
+                .iter()
+                .flat_map(|r| r.iter().map(|(id, _)| *id))
+                .collect();
+            assert_eq!(
+                ids,
+                (0..101).collect::<Vec<_>>(),
+                "every item once, in order"
+            );
+            assert!(runs.iter().all(|r| !r.is_empty()));
+        }
+        // two runs of equal bytes: the big payload ends the first one
+        let runs = split_by_bytes(&items, 2);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].last().unwrap().0, 50);
+        // uniform sizes split evenly
+        let even: Vec<(u128, &[u8])> = (0..1000).map(|i| (i, &small[..])).collect();
+        let runs = split_by_bytes(&even, 2);
+        assert_eq!((runs[0].len(), runs[1].len()), (500, 500));
+        assert!(split_by_bytes(&[], 2).is_empty());
     }
 }

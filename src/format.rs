@@ -161,6 +161,19 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
+    /// The header of a payload of `raw_len` bytes stored as `stored_len`
+    /// bytes with `codec` (`None`: raw); the checksum is set by sealing.
+    pub fn put(id: u128, codec: CompressionType, stored_len: usize, raw_len: usize) -> Self {
+        RecordHeader {
+            crc: 0,
+            kind: RecordKind::Put,
+            compression: codec,
+            id,
+            stored_len: stored_len as u32,
+            raw_len: raw_len as u32,
+        }
+    }
+
     /// Total bytes of the record on disk.
     pub fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + u64::from(self.stored_len)

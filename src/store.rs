@@ -438,19 +438,20 @@ impl PayloadStore {
         compression: Option<CompressionType>,
         out: &mut Vec<u8>,
     ) -> Result<(RecordHeader, bool)> {
-        let codec = compression.unwrap_or_else(|| self.opts.compression.choose(data.len()));
+        let codec = self.codec_for(compression, data.len());
         out.clear();
-        let shrunk = codec != CompressionType::None
-            && codec::compress(codec, self.opts.compression.zstd_level, data, out)?;
-        let header = RecordHeader {
-            crc: 0,
-            kind: RecordKind::Put,
-            compression: if shrunk { codec } else { CompressionType::None },
-            id,
-            stored_len: if shrunk { out.len() } else { data.len() } as u32,
-            raw_len: data.len() as u32,
+        let shrunk = codec::compress(codec, self.opts.compression.zstd_level, data, out)?;
+        let header = if shrunk {
+            RecordHeader::put(id, codec, out.len(), data.len())
+        } else {
+            RecordHeader::put(id, CompressionType::None, data.len(), data.len())
         };
         Ok((header, shrunk))
+    }
+
+    /// The codec of a payload of `len` bytes: the caller's, or by size.
+    fn codec_for(&self, compression: Option<CompressionType>, len: usize) -> CompressionType {
+        compression.unwrap_or_else(|| self.opts.compression.choose(len))
     }
 
     /// Appends one encoded record under the writer lock, applies it to the
@@ -538,8 +539,7 @@ impl PayloadStore {
         // batch holds enough bytes to compress, the work is split over the
         // cores (a single appending thread would otherwise be bound by one
         // core's ZSTD/LZ4 speed), in runs of about equal bytes.
-        let codec_of =
-            |d: &[u8]| compression.unwrap_or_else(|| self.opts.compression.choose(d.len()));
+        let codec_of = |d: &[u8]| self.codec_for(compression, d.len());
         let encode = |run: &'_ [(u128, &'a [u8])]| -> Result<EncodedBatch<'a>> {
             // room for every staged record, and for a compressor's worst
             // case on top of what is staged, so the buffer never moves
@@ -602,7 +602,7 @@ impl PayloadStore {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads > 1 && to_compress >= PARALLEL_COMPRESS_BYTES {
             let total: usize = items.iter().map(|(_, d)| d.len()).sum();
-            let runs = split_by_bytes(items, (total / RUN_BYTES).max(threads));
+            let runs = batch::split_by_bytes(items, (total / RUN_BYTES).max(threads));
             batch::in_order(&runs, threads, |r| encode(r), &mut write_run)?;
         } else {
             write_run(encode(items)?)?;
@@ -1529,28 +1529,6 @@ fn usable_checkpoint(
 /// Applies one record to index and counters: shared by append and recovery.
 /// An error (DiskHash only: the index file could not grow or sync) leaves
 /// the record in the log but not in the index; the caller poisons the handle.
-/// Splits `items` into at most `n` consecutive runs of about equal bytes
-/// (a few large payloads among many small ones would otherwise leave one
-/// compressing thread with most of the work).
-fn split_by_bytes<'i, 'a>(items: &'i [(u128, &'a [u8])], n: usize) -> Vec<&'i [(u128, &'a [u8])]> {
-    let weight = |d: &[u8]| d.len() as u64 + RECORD_HEADER_LEN as u64;
-    let total: u64 = items.iter().map(|(_, d)| weight(d)).sum();
-    let mut runs = Vec::with_capacity(n);
-    let (mut from, mut acc) = (0, 0u64);
-    for (i, (_, d)) in items.iter().enumerate() {
-        acc += weight(d);
-        // close run k once the bytes so far reach k/n of the total
-        if acc * n as u64 >= total * (runs.len() as u64 + 1) && runs.len() + 1 < n {
-            runs.push(&items[from..=i]);
-            from = i + 1;
-        }
-    }
-    if from < items.len() {
-        runs.push(&items[from..]);
-    }
-    runs
-}
-
 fn apply(seg: &Segment, index: &Index, w: &mut Writer, off: u64, h: &RecordHeader) -> Result<()> {
     let confirm = |o: u64| seg.peek_id(o) == Some(h.id);
     let mut c = w.counters;
@@ -1765,44 +1743,4 @@ fn retire(seg: &Segment, c: &mut Counters, off: u64) {
     c.count_by_codec[t] = c.count_by_codec[t].saturating_sub(1);
     c.raw_by_codec[t] = c.raw_by_codec[t].saturating_sub(u64::from(h.raw_len));
     c.stored_by_codec[t] = c.stored_by_codec[t].saturating_sub(u64::from(h.stored_len));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_by_bytes;
-
-    #[test]
-    fn split_by_bytes_keeps_order_and_balances_bytes() {
-        // 50 small payloads, then one that outweighs all of them, then 50 more
-        let small = [0u8; 100];
-        let big = vec![0u8; 20_000];
-        let mut items: Vec<(u128, &[u8])> = (0..50).map(|i| (i, &small[..])).collect();
-        items.push((50, &big));
-        items.extend((51..101).map(|i| (i, &small[..])));
-        for n in 1..=4 {
-            let runs = split_by_bytes(&items, n);
-            assert!(!runs.is_empty() && runs.len() <= n);
-            let ids: Vec<u128> = runs
-                .iter()
-                .flat_map(|r| r.iter().map(|(id, _)| *id))
-                .collect();
-            assert_eq!(
-                ids,
-                (0..101).collect::<Vec<_>>(),
-                "every item once, in order"
-            );
-            assert!(runs.iter().all(|r| !r.is_empty()));
-        }
-        // two runs: the big payload ends the first one (a count split at 50/51
-        // would put it and 50 small ones together anyway, but 2 runs of equal
-        // bytes must not put all small ones on one side with it)
-        let runs = split_by_bytes(&items, 2);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].last().unwrap().0, 50);
-        // uniform sizes split evenly
-        let even: Vec<(u128, &[u8])> = (0..1000).map(|i| (i, &small[..])).collect();
-        let runs = split_by_bytes(&even, 2);
-        assert_eq!((runs[0].len(), runs[1].len()), (500, 500));
-        assert!(split_by_bytes(&[], 2).is_empty());
-    }
 }
