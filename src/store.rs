@@ -61,6 +61,11 @@ const INDEX_AHEAD: usize = 32;
 /// bound by copying, not by latency).
 const PREFETCH_RECORD_MAX: u64 = 16 << 10;
 
+/// Bytes of a record a single read prefetches once the index names it: the
+/// header and the first 544 payload bytes, a whole record of w1's mean size
+/// (BENCHMARKS.md, run 10).
+const READ_AHEAD: u64 = 576;
+
 /// Records at least this large are appended with `pwritev` rather than
 /// copied through the map (the system call costs less than the page faults
 /// of that many fresh pages).
@@ -743,9 +748,24 @@ impl PayloadStore {
     /// Offset of the newest record of `edge_id`.
     #[inline]
     fn locate(&self, edge_id: u128) -> Result<Option<u64>> {
+        self.locate_then(edge_id, |_| {})
+    }
+
+    /// [`locate`](Self::locate) for a read of the payload: the start of
+    /// each candidate record is prefetched as soon as the index names it,
+    /// so that its payload lines load together with the header that
+    /// confirms the id instead of after it.
+    fn locate_to_read(&self, edge_id: u128) -> Result<Option<u64>> {
+        self.locate_then(edge_id, |off| self.seg.prefetch(off, READ_AHEAD))
+    }
+
+    fn locate_then(&self, edge_id: u128, candidate: impl Fn(u64)) -> Result<Option<u64>> {
         self.index.get(
             edge_id,
-            |off| self.seg.peek_id(off) == Some(edge_id),
+            |off| {
+                candidate(off);
+                self.seg.peek_id(off) == Some(edge_id)
+            },
             |off| self.is_delete(off),
         )
     }
@@ -785,7 +805,7 @@ impl PayloadStore {
 
     /// The payload of `edge_id`, or `None` if it has none.
     pub fn get(&self, edge_id: u128) -> Result<Option<Vec<u8>>> {
-        match self.locate(edge_id)? {
+        match self.locate_to_read(edge_id)? {
             None => Ok(None),
             Some(off) => self.read_vec(off).map(Some),
         }
@@ -867,7 +887,7 @@ impl PayloadStore {
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
     pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
-        let Some(off) = self.locate(edge_id)? else {
+        let Some(off) = self.locate_to_read(edge_id)? else {
             return Ok(None);
         };
         let (h, stored) = self.record(off)?;
@@ -883,7 +903,7 @@ impl PayloadStore {
     /// its capacity. Returns false (and leaves `out` empty) if absent.
     pub fn get_to_vec(&self, edge_id: u128, out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
-        let Some(off) = self.locate(edge_id)? else {
+        let Some(off) = self.locate_to_read(edge_id)? else {
             return Ok(false);
         };
         let (h, stored) = self.record(off)?;
