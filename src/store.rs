@@ -759,6 +759,8 @@ impl PayloadStore {
         self.locate_then(edge_id, |off| self.seg.prefetch(off, READ_AHEAD))
     }
 
+    /// [`locate`](Self::locate), calling `candidate(offset)` for each record
+    /// the index names before reading its header to confirm the id.
     fn locate_then(&self, edge_id: u128, candidate: impl Fn(u64)) -> Result<Option<u64>> {
         self.index.get(
             edge_id,
