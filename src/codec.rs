@@ -91,12 +91,16 @@ pub fn compress(
                 .map_err(|_| Error::InvalidArgument("zstd compression failed"))
         }
     };
-    let shrunk = matches!(n, Ok(n) if n < data.len());
-    out.truncate(match n {
-        Ok(n) if shrunk => start + n,
-        _ => start,
-    });
-    n.map(|_| shrunk)
+    match n {
+        Ok(n) if n < data.len() => {
+            out.truncate(start + n);
+            Ok(true)
+        }
+        other => {
+            out.truncate(start);
+            other.map(|_| false)
+        }
+    }
 }
 
 /// Decompresses `stored` into exactly `out` (whose length is the raw length).

@@ -262,8 +262,15 @@ pub fn seal(salt: u64, header: &mut [u8; RECORD_HEADER_LEN], stored: &[u8]) {
 /// contiguous, checksum field ignored); one pass over the bytes.
 #[inline]
 pub fn seal_record(salt: u64, record: &mut [u8]) {
-    let crc = crate::crc::update(crc_seed(salt), &record[RH_KIND..]);
+    let crc = whole_record_crc(salt, record);
     record[..RH_KIND].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checksum of a whole record (header and stored bytes contiguous): the
+/// same as `record_crc` over its two halves.
+#[inline]
+fn whole_record_crc(salt: u64, record: &[u8]) -> u32 {
+    crate::crc::update(crc_seed(salt), &record[RH_KIND..])
 }
 
 /// True when the checksum of a whole record (header and stored bytes
@@ -273,7 +280,7 @@ pub fn record_checksum_ok(salt: u64, record: &[u8]) -> bool {
     if record.len() < RECORD_HEADER_LEN {
         return false;
     }
-    le_u32(record, 0) == crate::crc::update(crc_seed(salt), &record[RH_KIND..])
+    le_u32(record, 0) == whole_record_crc(salt, record)
 }
 
 /// The static part of the log header.

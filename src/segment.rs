@@ -301,12 +301,10 @@ impl Segment {
     /// past the published end (no reader looks there yet), growing the file
     /// as needed. Publishes nothing: see `publish`. Returns their length.
     pub fn write_pending(&self, cur: &mut WriteCursor, at: u64, parts: &[&[u8]]) -> Result<u64> {
-        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
-        let off = cur.end + at;
-        self.room_for(cur, off + len)?;
-        self.io
-            .write_vectored_at(&self.file, &self.path, parts, off)?;
-        Ok(len)
+        self.write_past_end(cur, at, parts, |off| {
+            self.io
+                .write_vectored_at(&self.file, &self.path, parts, off)
+        })
     }
 
     /// Publishes `len` bytes written past the end by `write_pending`:
@@ -325,18 +323,32 @@ impl Segment {
     }
 
     /// Reserves room for `parts` at the end, lets `write(offset)` put them
-    /// there (past `committed`: no reader looks at those bytes yet), then
-    /// publishes the new end.
+    /// there, then publishes the new end.
     fn append_with(
         &self,
         cur: &mut WriteCursor,
         parts: &[&[u8]],
         write: impl FnOnce(u64) -> Result<()>,
     ) -> Result<u64> {
-        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
-        self.room_for(cur, cur.end + len)?;
-        write(cur.end)?;
+        let len = self.write_past_end(cur, 0, parts, write)?;
         Ok(self.publish(cur, len))
+    }
+
+    /// Grows the file for `parts` at `cur.end + at` and lets `write(offset)`
+    /// put them there (past `committed`: no reader looks at those bytes
+    /// yet). Returns their length.
+    fn write_past_end(
+        &self,
+        cur: &mut WriteCursor,
+        at: u64,
+        parts: &[&[u8]],
+        write: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
+        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        let off = cur.end + at;
+        self.room_for(cur, off + len)?;
+        write(off)?;
+        Ok(len)
     }
 
     /// Checks that the log may reach `new_end` and grows the file to it.

@@ -40,10 +40,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A batch holding at least this many bytes to compress is compressed on
-/// all cores,
+/// all cores, in runs of about `RUN_BYTES` payload bytes.
 const PARALLEL_COMPRESS_BYTES: usize = 1 << 20;
-/// ... in runs of about this many payload bytes, each written as soon as it
-/// is ready.
+/// Payload bytes per run of a batch compressed on all cores; each run is
+/// written as soon as it and those before it are ready.
 const RUN_BYTES: usize = 4 << 20;
 
 /// Records applied together at open (see the scan in `open_with_options`).
