@@ -226,7 +226,7 @@ impl Segment {
             .bytes(off, h.record_len() as usize)
             .ok_or("record extends past the end of the log")?;
         if h.record_len() >= WILLNEED_LEN && self.maps.random() {
-            self.will_need(off, h.record_len());
+            self.will_need(off, whole);
         }
         if !format::record_checksum_ok(salt, whole) {
             return Err("checksum mismatch");
@@ -234,13 +234,19 @@ impl Segment {
         Ok((h, &whole[format::RECORD_HEADER_LEN..]))
     }
 
-    /// Asks the kernel to read `[off, off + len)` in one go (a large record
-    /// under `MADV_RANDOM` would otherwise fault in page by page).
-    fn will_need(&self, off: u64, len: u64) {
+    /// Asks the kernel to read the record `whole` at `off` in one go when
+    /// some of it is not in memory: under `MADV_RANDOM` a large cold record
+    /// would otherwise fault in page by page. When it is all in memory
+    /// (`mincore`, ~1 µs) the advice is skipped, as it costs 1.3-12.5 µs on
+    /// resident pages (BENCHMARKS.md, run 11).
+    fn will_need(&self, off: u64, whole: &[u8]) {
+        if crate::sys::resident(whole) == Some(true) {
+            return;
+        }
         if let Some(map) = self.maps.chunk_of(off) {
             let rel = self.maps.ptr(off).1;
-            let start = rel & !4095;
-            let _ = map.advise_range(Advice::WillNeed, start, rel + len as usize - start);
+            let start = rel & !(crate::sys::page_size() - 1);
+            let _ = map.advise_range(Advice::WillNeed, start, rel + whole.len() - start);
         }
     }
 

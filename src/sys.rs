@@ -195,6 +195,60 @@ pub fn physical_memory() -> u64 {
     }
 }
 
+/// The size of a virtual memory page (4 KiB if the system does not say).
+pub fn page_size() -> usize {
+    static PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let cached = PAGE.load(std::sync::atomic::Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096);
+    PAGE.store(size, std::sync::atomic::Ordering::Relaxed);
+    size
+}
+
+/// Whether every page under `bytes` (which must lie in one memory map) is
+/// in memory, per `mincore`: `Some(false)` as soon as one is not, `None`
+/// when the kernel cannot say. About a microsecond whatever the length
+/// (one call per 1 MiB), far less than `MADV_WILLNEED` on pages that are
+/// already there (1.3 µs at 64 KiB, 12.5 µs at 1 MiB: it looks up every
+/// page in the page cache).
+pub fn resident(bytes: &[u8]) -> Option<bool> {
+    const PAGES_PER_CALL: usize = 256;
+    let page = page_size();
+    let end = bytes.as_ptr() as usize + bytes.len();
+    let mut at = bytes.as_ptr() as usize & !(page - 1);
+    let mut vec = [0u8; PAGES_PER_CALL];
+    while at < end {
+        let pages = (end - at).div_ceil(page).min(PAGES_PER_CALL);
+        // SAFETY: `[at, at + pages * page)` runs from the page holding the
+        // first byte of `bytes` to at most the page holding its last, all
+        // inside the map that holds `bytes` (maps are whole pages); mincore
+        // reads only the state of those pages and writes `pages` <= 256
+        // bytes into `vec`.
+        let rc = unsafe {
+            libc::mincore(
+                at as *mut libc::c_void,
+                pages * page,
+                vec.as_mut_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        if vec[..pages].iter().any(|v| v & 1 == 0) {
+            return Some(false);
+        }
+        at += pages * page;
+    }
+    Some(true)
+}
+
 /// Prefetches the cache line holding `word` (no-op off x86-64).
 #[inline]
 pub fn prefetch_line(word: &std::sync::atomic::AtomicU64) {
@@ -266,5 +320,29 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(&got[..100], &[0u8; 100][..]);
         assert_eq!(&got[100..], &bufs.concat()[..]);
+    }
+
+    #[test]
+    fn resident_tells_touched_pages_from_untouched_ones() {
+        let page = page_size();
+        let mut map = memmap2::MmapMut::map_anon(600 * page).unwrap();
+        // Nothing touched yet: an anonymous page is not in memory.
+        assert_eq!(resident(&map[page + 10..page + 20]), Some(false));
+        // Touch pages 1..=300 (more than one mincore call covers).
+        for p in 1..=300 {
+            map[p * page] = 1;
+        }
+        assert_eq!(resident(&map[page + 10..301 * page - 1]), Some(true));
+        assert_eq!(resident(&map[page..301 * page]), Some(true));
+        // One page past the touched ones, or one untouched page in the
+        // middle of a later call's range, makes the answer false.
+        assert_eq!(resident(&map[page..301 * page + 1]), Some(false));
+        for p in 302..=599 {
+            if p != 590 {
+                map[p * page] = 1;
+            }
+        }
+        assert_eq!(resident(&map[302 * page..600 * page]), Some(false));
+        assert_eq!(resident(&map[302 * page..590 * page]), Some(true));
     }
 }
