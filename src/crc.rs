@@ -21,8 +21,9 @@
 //! `L`, `L.lo * k(544) ^ L.hi * k(480)` (carry-less; `k(n) = reflect(x^n
 //! mod P) << 1`), XOR-ed into the next block. The four lanes of the last
 //! state then move 384, 256 and 128 bits onto the fourth, and the 16 bytes
-//! left are a message with the same zero-start CRC, which `crc32fast`
-//! finishes.
+//! left are a message with the same zero-start CRC, which a Barrett
+//! reduction finishes (a handful of instructions; handing those 16 bytes to
+//! `crc32fast` cost about a hundred, see BENCHMARKS.md run 11).
 
 /// The CRC-32 of `data` continuing from `state` (a previous result, or the
 /// seed): equal to `crc32fast::Hasher::new_with_initial(state)` updated
@@ -76,6 +77,11 @@ mod wide {
     const K224: i64 = 0x1_5a54_6366;
     const K160: i64 = 0x1_7519_97d0;
     const K96: i64 = 0xccaa_009e;
+    const K64: i64 = 0x1_63cd_6124;
+    /// The polynomial (reflected, with its x^32 term) and the Barrett
+    /// constant `floor(x^64 / P)` (reflected).
+    const POLY: i64 = 0x1_db71_0641;
+    const MU: i64 = 0x1_f701_1641;
 
     static IOTA: [u8; 64] = {
         let mut a = [0u8; 64];
@@ -147,12 +153,25 @@ mod wide {
             _mm256_castsi256_si128(half),
             _mm256_extracti128_si256(half, 1),
         );
-        let mut last = [0u8; 16];
-        // SAFETY: `last` has room for 16 bytes; unaligned store.
-        unsafe { _mm_storeu_si128(last.as_mut_ptr().cast(), r) };
-        // The zero-start CRC of those 16 bytes is the answer: crc32fast
-        // with its register at zero, i.e. initial value !0.
-        super::finish(!0, &last)
+        // Those 16 bytes are a message with the same zero-start CRC. Its
+        // low 64 bits move 64 forward onto the high ones (96 bits left),
+        // the low 32 of those 32 forward (64 left), and a Barrett
+        // reduction takes the remainder; the same steps and constants as
+        // `crc32fast`'s PCLMULQDQ kernel, which the tests compare with.
+        let low32 = _mm_set_epi32(0, 0, 0, !0);
+        let x = _mm_xor_si128(
+            _mm_clmulepi64_si128(r, _mm_set_epi64x(K96, 0), 0x10),
+            _mm_srli_si128(r, 8),
+        );
+        let x = _mm_xor_si128(
+            _mm_clmulepi64_si128(_mm_and_si128(x, low32), _mm_set_epi64x(0, K64), 0x00),
+            _mm_srli_si128(x, 4),
+        );
+        let pu = _mm_set_epi64x(MU, POLY);
+        let t1 = _mm_clmulepi64_si128(_mm_and_si128(x, low32), pu, 0x10);
+        let t2 = _mm_clmulepi64_si128(_mm_and_si128(t1, low32), pu, 0x00);
+        // crc32fast keeps the register inverted.
+        !(_mm_extract_epi32(_mm_xor_si128(x, t2), 1) as u32)
     }
 }
 
