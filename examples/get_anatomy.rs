@@ -17,7 +17,11 @@
 //!   it, summing its 8-byte words (the least work that reads every byte),
 //!   and the copy again with every iteration made to wait for the
 //!   previous one's bytes ("serialized"), which is the latency one verified
-//!   get cannot hide.
+//!   get cannot hide;
+//! - the plain copy followed by ~150 and ~280 instructions of register
+//!   arithmetic that touch no memory and depend on nothing loaded: how much
+//!   extra work per lookup it takes before consecutive lookups stop
+//!   overlapping their cache misses (BENCHMARKS.md, run 11).
 
 use payloadstore::{CompressionType, PayloadStore};
 use std::hint::black_box;
@@ -102,7 +106,27 @@ fn main() {
             let codec = CompressionType::try_from(codec).unwrap();
             store.get_at_offset(off, len, codec).unwrap().len()
         });
-        let copy = time(&mut |i| record(i).to_vec().len());
+        let copy = time(&mut |i| black_box(record(i).to_vec()).len());
+        // `rounds` rounds of four independent register operations plus the
+        // loop's own (callgrind: 25 rounds ~150 instructions, 50 ~280).
+        let busy = |rounds: usize| {
+            let (mut a, mut b, mut c, mut d) = (1u64, 2u64, 3u64, 4u64);
+            for _ in 0..black_box(rounds) {
+                a = a.wrapping_add(b);
+                b ^= c;
+                c = c.wrapping_add(d);
+                d ^= a;
+            }
+            (a ^ b ^ c ^ d) as usize
+        };
+        let copy_150 = time(&mut |i| {
+            let v = black_box(record(i).to_vec());
+            v.len().wrapping_add(busy(25) & 1)
+        });
+        let copy_280 = time(&mut |i| {
+            let v = black_box(record(i).to_vec());
+            v.len().wrapping_add(busy(50) & 1)
+        });
         let crc = time(&mut |i| crc32fast::hash(record(i)) as usize);
         let wide = time(&mut |i| payloadstore::crc::update(0, record(i)) as usize);
         let sum = time(&mut |i| {
@@ -128,7 +152,8 @@ fn main() {
         println!(
             "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, get_many {many:.0}, \
              get_at_offset {at:.0}, get serialized {serial_get:.0} | plain mmap: copy {copy:.0}, \
-             crc32fast {crc:.0}, crc32 (ours) {wide:.0}, word sum {sum:.0}, copy serialized {serial:.0}"
+             crc32fast {crc:.0}, crc32 (ours) {wide:.0}, word sum {sum:.0}, copy serialized {serial:.0}, \
+             copy + ~150 instructions {copy_150:.0}, copy + ~280 instructions {copy_280:.0}"
         );
     }
     drop(map);
