@@ -4,6 +4,7 @@
 //! cargo run --release --example bench -- --workload w1            # 1M x 100-1000 B
 //! cargo run --release --example bench -- --workload w2 [--no-compression]
 //! options: --count N  --get-secs S  --sync-count N  --dir DIR  --seed S
+//!          --engine all|both|store|raw|checked  --rounds R
 //! ```
 //!
 //! The baseline is the floor the store is measured against: one append-only
@@ -21,6 +22,10 @@
 //! Figures are printed as absolute values and as ratios store / baseline.
 //! `--engine both` runs the store and the baseline only, `--engine store`,
 //! `raw` or `checked` one of them; the default runs all three.
+//! `--rounds R` runs every engine R times, in turn and in alternating order
+//! (baselines first in even rounds, the store first in odd ones), and prints
+//! each figure's median with the range of the per-round ratios: on a shared
+//! machine a single run of each can be off by a third.
 
 use payloadstore::{Options, PayloadStore};
 use std::collections::HashMap;
@@ -39,6 +44,7 @@ struct Args {
     seed: u64,
     compression: bool,
     engines: String,
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +57,7 @@ fn parse_args() -> Args {
         seed: 42,
         compression: true,
         engines: "all".into(),
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -64,6 +71,7 @@ fn parse_args() -> Args {
             "--seed" => a.seed = v().parse().expect("--seed S"),
             "--no-compression" => a.compression = false,
             "--engine" => a.engines = v(),
+            "--rounds" => a.rounds = v().parse::<usize>().expect("--rounds R").max(1),
             "--help" | "-h" => {
                 println!("see the doc comment of examples/bench.rs");
                 std::process::exit(0);
@@ -543,46 +551,96 @@ fn main() {
     let a = parse_args();
     eprintln!("generating workload {} ({} items)...", a.workload, a.count);
     let w = Workload::new(&a.workload, a.count, a.seed);
-    let mut raw = Figures::default();
-    let mut checked = Figures::default();
-    let mut ps = Figures::default();
     let wants =
         |e: &str| a.engines == "all" || a.engines == e || (a.engines == "both" && e != "checked");
-    if wants("raw") {
-        eprintln!("rawfile baseline:");
-        raw = run::<RawFile>("rawfile", &a, &w);
-    }
-    if wants("checked") {
-        eprintln!("rawfile baseline with a CRC-32 per payload:");
-        checked = run::<CheckedRaw>("rawfile-crc", &a, &w);
-    }
-    if wants("store") {
-        eprintln!(
-            "payload_store (compression {}):",
-            if a.compression { "by size" } else { "off" }
-        );
-        ps = run::<PayloadStore>("payloadstore", &a, &w);
+    // Results per round: [raw, checked, store].
+    let mut results: [Vec<Figures>; 3] = Default::default();
+    for round in 0..a.rounds {
+        let mut order = vec![0, 1, 2];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for e in order {
+            let label = format!("round {}/{}", round + 1, a.rounds);
+            match e {
+                0 if wants("raw") => {
+                    eprintln!("rawfile baseline ({label}):");
+                    results[0].push(run::<RawFile>("rawfile", &a, &w));
+                }
+                1 if wants("checked") => {
+                    eprintln!("rawfile baseline with a CRC-32 per payload ({label}):");
+                    results[1].push(run::<CheckedRaw>("rawfile-crc", &a, &w));
+                }
+                2 if wants("store") => {
+                    eprintln!(
+                        "payload_store (compression {}, {label}):",
+                        if a.compression { "by size" } else { "off" }
+                    );
+                    results[2].push(run::<PayloadStore>("payloadstore", &a, &w));
+                }
+                _ => {}
+            }
+        }
     }
     println!(
-        "\nworkload {}: {} items, {:.1} MiB logical; compression {}; {} s per get phase; sync load {} items\n",
+        "\nworkload {}: {} items, {:.1} MiB logical; compression {}; {} s per get phase; sync load {} items; {}\n",
         a.workload,
         w.items.len(),
         w.logical as f64 / 1048576.0,
         if a.compression { "by size (default)" } else { "off" },
         a.get_secs,
-        a.sync_count.min(w.items.len())
+        a.sync_count.min(w.items.len()),
+        if a.rounds > 1 {
+            format!(
+                "{} rounds, medians; ratios: median (lowest-highest of the rounds)",
+                a.rounds
+            )
+        } else {
+            "one round".to_string()
+        }
     );
     println!(
         "| figure | payload_store | raw-file baseline | raw file + CRC | store / baseline | store / raw + CRC |"
     );
     println!("|---|---|---|---|---|---|");
-    let ratio = |p: f64, r: f64| if r == 0.0 { 0.0 } else { p / r };
+    let median = |mut v: Vec<f64>| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let ratios = |field: fn(&Figures) -> f64, base: &[Figures]| -> String {
+        let per_round: Vec<f64> = results[2]
+            .iter()
+            .zip(base)
+            .filter(|(_, b)| field(b) != 0.0)
+            .map(|(p, b)| field(p) / field(b))
+            .collect();
+        if per_round.is_empty() {
+            return "-".into();
+        }
+        let (lo, hi) = per_round
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+        let mid = median(per_round.clone());
+        if per_round.len() > 1 {
+            format!("{mid:.2}x ({lo:.2}-{hi:.2})")
+        } else {
+            format!("{mid:.2}x")
+        }
+    };
     let row = |name: &str, field: fn(&Figures) -> f64, unit: &str| {
-        let (p, r, c) = (field(&ps), field(&raw), field(&checked));
+        let [p, r, c] = [2, 0, 1].map(|e| median(results[e].iter().map(field).collect()));
         println!(
-            "| {name} | {p:.1} {unit} | {r:.1} {unit} | {c:.1} {unit} | {:.2}x | {:.2}x |",
-            ratio(p, r),
-            ratio(p, c)
+            "| {name} | {p:.1} {unit} | {r:.1} {unit} | {c:.1} {unit} | {} | {} |",
+            ratios(field, &results[0]),
+            ratios(field, &results[1])
         );
     };
     row("bulk append", |f| f.bulk_mbs, "MB/s");
