@@ -1,5 +1,5 @@
 //! The in-memory index ("HashMap" backend): an open-addressing table of
-//! 8-byte atomic slots, read without locks.
+//! 8-byte atomic slots with a control byte each, read without locks.
 //!
 //! # Why 10 bytes per slot are enough
 //!
@@ -7,33 +7,48 @@
 //! where the record is and a 32-bit hash tag of its id:
 //!
 //! ```text
-//! slot (u64, shared with readers):  bits 0..48  record offset in the log
-//!                                   bits 48..64 tag bits 0..16
-//! hi   (u16, writer only):          tag bits 16..32
+//! ctrl (u8, shared with readers):   0 empty, 1 deleted, else 0x80 | tag bits 0..7
+//! slot (u64, shared with readers):  bits 0..44  record offset in the log
+//!                                   bits 44..64 tag bits 7..27
+//! hi   (u8, writer only):           tag bits 27..32
 //! ```
 //!
-//! A lookup compares the 16 tag bits in the slot and confirms a match by
-//! reading the id from the record header (which `get` reads anyway). The
-//! writer keeps the other 16 tag bits so that growing the table can place
-//! every entry again from its tag alone, without touching the log.
+//! A lookup scans the control bytes from the id's home position: an empty
+//! one ends it (a miss), and only a byte with the id's 7 low tag bits sends
+//! it to that slot, whose 20 tag bits and then the record header (which
+//! `get` reads anyway) confirm the match. The control bytes are 1/8 of the
+//! slots' size, so a miss usually stays in the CPU caches, where the slots
+//! of a large table do not (misses 2.5x faster: BENCHMARKS.md, run 11).
+//! The writer keeps the last 5 tag bits so that growing the table can place
+//! every entry again from its tag alone, without touching the log. Offsets
+//! fit 44 bits because the log is at most 16 TiB (`MAX_LOG_LEN`).
+//!
+//! The checkpoint keeps the layout it always had (a u64 per slot with a
+//! 48-bit offset and tag bits 0..16, then tag bits 16..32 as a u16 per
+//! slot); `snapshot` and `from_snapshot` convert.
 //!
 //! Position = `(tag · capacity) >> 32` (so capacity need not be a power of
-//! two), linear probing. The table grows by rebuilding at 80% occupancy to a
-//! size where live entries fill 53%: 10 B / 0.8 … 10 B / 0.53 = 12.5 … 18.8 B
-//! per payload. Deletes shrink it the same way: when live entries fill less
+//! two), linear probing. The position depends on the tag's high bits, so
+//! the control byte takes the low ones, which neighbouring entries do not
+//! share. The table grows by rebuilding at 80% occupancy to a size where
+//! live entries fill 53%: 10 B / 0.8 … 10 B / 0.53 = 12.5 … 18.8 B per
+//! payload. Deletes shrink it the same way: when live entries fill less
 //! than 1/4 of it, it is rebuilt to 53% (so RAM follows the live count, at
 //! most 40 B per payload after mass deletes, and growing and shrinking are
 //! both amortized O(1) per operation).
 //!
 //! # Concurrency
 //!
-//! Readers load the current table through an `ArcSwap` and probe atomics with
-//! `Acquire`. The single writer (it must hold `&mut MemWriter`, which lives in
-//! the store's writer lock) stores slots with `Release`:
-//! - insert: an empty or deleted slot becomes the entry (one store);
-//! - replace: the slot's offset changes (one store; both records stay valid);
-//! - delete: the slot becomes `DELETED`, which probes skip (no entries move,
-//!   so a concurrent probe never misses an entry that is present).
+//! Readers load the current table through an `ArcSwap` and load control
+//! bytes and slots with `Acquire`. The single writer (it must hold `&mut
+//! MemWriter`, which lives in the store's writer lock) stores a slot, then
+//! its control byte, both with `Release`, so a reader that sees a control
+//! byte sees at least the slot stored with it:
+//! - insert: an empty or deleted slot becomes the entry;
+//! - replace: the slot's offset changes (both records stay valid);
+//! - delete: slot and control byte become deleted, which probes skip (no
+//!   entries move, so a concurrent probe never misses an entry that is
+//!   present).
 //!
 //! Growing builds a new table and publishes it with one pointer swap;
 //! readers still on the old one see the same contents (the writer does not
@@ -41,15 +56,24 @@
 
 use super::slots::Slots;
 use arc_swap::ArcSwap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 const EMPTY: u64 = 0;
 const DELETED: u64 = u64::MAX;
-const OFFSET_BITS: u32 = 48;
+const OFFSET_BITS: u32 = 44;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
-/// Bytes of RAM per slot (u64 slot + u16 high tag).
+// Record offsets lie below the log's largest size; a record is longer than
+// one byte, so none starts at OFFSET_MASK and no entry equals DELETED.
+const _: () = assert!(crate::segment::MAX_LOG_LEN <= OFFSET_MASK + 1);
+/// Control byte of an empty slot (what a zeroed table holds).
+const C_EMPTY: u8 = 0;
+/// Control byte of a deleted slot.
+const C_DELETED: u8 = 1;
+/// Bytes of RAM per slot (u64 slot + control byte + high tag byte).
 pub const BYTES_PER_SLOT: u64 = 10;
+/// The checkpoint's slot layout: a 48-bit offset and tag bits 0..16.
+const CKPT_OFFSET_BITS: u32 = 48;
 const MIN_SLOTS: u64 = 64;
 /// Occupancy (entries + deleted marks) that triggers a rebuild: 4/5.
 const MAX_LOAD_NUM: u64 = 4;
@@ -78,17 +102,43 @@ pub fn tag_of(id: u128) -> u32 {
     (fmix(lo ^ fmix(hi ^ 0x9e37_79b9_7f4a_7c15)) >> 32) as u32
 }
 
-/// One immutable-size table of atomic slots.
+/// The control byte of an entry with this tag.
+#[inline]
+fn ctrl_of(tag: u32) -> u8 {
+    0x80 | (tag & 0x7f) as u8
+}
+
+/// The tag bits a slot holds (7..27), in place.
+#[inline]
+fn slot_tag_bits(tag: u32) -> u64 {
+    u64::from((tag >> 7) & 0xf_ffff) << OFFSET_BITS
+}
+
+/// The whole tag of an entry from its control byte, slot and high byte.
+#[inline]
+fn tag_from(ctrl: u8, slot: u64, hi: u8) -> u32 {
+    u32::from(ctrl & 0x7f) | (((slot >> OFFSET_BITS) as u32) << 7) | (u32::from(hi) << 27)
+}
+
+/// One immutable-size table of atomic slots and their control bytes.
 pub struct Table {
     slots: Slots,
 }
 
 impl Table {
     fn new(cap: u64) -> Table {
-        // EMPTY is 0
+        // EMPTY and C_EMPTY are 0
         Table {
             slots: Slots::zeroed(cap as usize),
         }
+    }
+
+    /// Stores an entry (or `DELETED`) at `i`: the slot, then its control
+    /// byte (see the module docs, Concurrency).
+    #[inline]
+    fn set(&self, i: usize, v: u64, ctrl: u8, order: Ordering) {
+        self.slots[i].store(v, order);
+        self.slots.ctrl()[i].store(ctrl, order);
     }
 
     #[inline]
@@ -113,15 +163,22 @@ impl Table {
     /// Finds the slot of `tag` whose record `confirm` accepts.
     #[inline]
     fn find(&self, tag: u32, mut confirm: impl FnMut(u64) -> bool) -> Option<(usize, u64)> {
-        let want = u64::from(tag as u16) << OFFSET_BITS;
+        let want = slot_tag_bits(tag);
+        let want_ctrl = ctrl_of(tag);
+        let ctrl = self.slots.ctrl();
         let mut i = self.home(tag);
+        // A hit reads the slot after its control byte: fetch both at once.
+        crate::sys::prefetch_line(&self.slots[i]);
         loop {
-            let v = self.slots[i].load(Ordering::Acquire);
-            if v == EMPTY {
+            let c = ctrl[i].load(Ordering::Acquire);
+            if c == C_EMPTY {
                 return None;
             }
-            if v != DELETED && v & !OFFSET_MASK == want && confirm(v & OFFSET_MASK) {
-                return Some((i, v & OFFSET_MASK));
+            if c == want_ctrl {
+                let v = self.slots[i].load(Ordering::Acquire);
+                if v != DELETED && v & !OFFSET_MASK == want && confirm(v & OFFSET_MASK) {
+                    return Some((i, v & OFFSET_MASK));
+                }
             }
             i = self.next(i);
         }
@@ -134,7 +191,8 @@ pub struct MemWriter {
     /// The table readers see (only the writer replaces it, so holding it
     /// here spares the writer the shared pointer load on every update).
     table: Arc<Table>,
-    hi: Vec<u16>,
+    /// Tag bits 27..32 of each slot's entry.
+    hi: Vec<u8>,
     /// Entries plus deleted marks (what probes walk over).
     occupied: u64,
     /// Entries.
@@ -148,7 +206,7 @@ pub struct MemIndex {
 
 fn pack(off: u64, tag: u32) -> u64 {
     debug_assert!(off > 0 && off < OFFSET_MASK);
-    off | (u64::from(tag as u16) << OFFSET_BITS)
+    off | slot_tag_bits(tag)
 }
 
 impl MemIndex {
@@ -184,7 +242,9 @@ impl MemIndex {
     #[inline]
     pub fn prefetch_lookup(&self, id: u128) {
         let t = self.table.load();
-        crate::sys::prefetch_line(&t.slots[t.home(tag_of(id))]);
+        let i = t.home(tag_of(id));
+        crate::sys::prefetch_ptr((&t.slots.ctrl()[i] as *const AtomicU8).cast());
+        crate::sys::prefetch_line(&t.slots[i]);
     }
 
     /// Calls `candidate(offset)` for the entries whose tag matches `id`'s,
@@ -207,7 +267,7 @@ impl MemIndex {
         let tag = tag_of(id);
         let t = &w.table;
         if let Some((i, old)) = t.find(tag, confirm) {
-            t.slots[i].store(pack(off, tag), Ordering::Release);
+            t.set(i, pack(off, tag), ctrl_of(tag), Ordering::Release);
             return Some(old);
         }
         // Absent: take the first deleted or empty slot of the probe sequence.
@@ -219,8 +279,8 @@ impl MemIndex {
                     w.occupied += 1;
                 }
                 w.live += 1;
-                w.hi[i] = (tag >> 16) as u16;
-                t.slots[i].store(pack(off, tag), Ordering::Release);
+                w.hi[i] = (tag >> 27) as u8;
+                t.set(i, pack(off, tag), ctrl_of(tag), Ordering::Release);
                 break;
             }
             i = t.next(i);
@@ -236,8 +296,9 @@ impl MemIndex {
     #[inline]
     pub fn prefetch(&self, w: &MemWriter, id: u128) {
         let i = w.table.home(tag_of(id));
+        crate::sys::prefetch_ptr((&w.table.slots.ctrl()[i] as *const AtomicU8).cast());
         crate::sys::prefetch_line(&w.table.slots[i]);
-        crate::sys::prefetch_ptr((&w.hi[i] as *const u16).cast());
+        crate::sys::prefetch_ptr((&w.hi[i] as *const u8).cast());
     }
 
     /// Removes `id`; returns its offset if it was present.
@@ -249,7 +310,7 @@ impl MemIndex {
     ) -> Option<u64> {
         let t = &w.table;
         let (i, old) = t.find(tag_of(id), confirm)?;
-        t.slots[i].store(DELETED, Ordering::Release);
+        t.set(i, DELETED, C_DELETED, Ordering::Release);
         w.live -= 1;
         // Give memory back after mass deletes: below 1/4 full, rebuild to
         // the 53 % of a fresh table (so the next shrink is far away too).
@@ -270,19 +331,20 @@ impl MemIndex {
             .count() as u64;
         let cap = (live * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
         let new = Table::new(cap);
-        let mut hi = vec![0u16; cap as usize];
+        let mut hi = vec![0u8; cap as usize];
         let mut occupied = 0;
-        for (s, &h) in old.slots.iter().zip(&w.hi) {
+        for ((s, c), &h) in old.slots.iter().zip(old.slots.ctrl()).zip(&w.hi) {
             let v = s.load(Ordering::Relaxed);
             if v == EMPTY || v == DELETED {
                 continue;
             }
-            let tag = (u32::from(h) << 16) | (v >> OFFSET_BITS) as u32;
+            let c = c.load(Ordering::Relaxed);
+            let tag = tag_from(c, v, h);
             let mut i = new.home(tag);
             while new.slots[i].load(Ordering::Relaxed) != EMPTY {
                 i = new.next(i);
             }
-            new.slots[i].store(v, Ordering::Relaxed);
+            new.set(i, v, c, Ordering::Relaxed);
             hi[i] = h;
             occupied += 1;
         }
@@ -299,19 +361,32 @@ impl MemIndex {
         self.table.load().cap() * BYTES_PER_SLOT
     }
 
-    /// Copies the table out for a checkpoint: (slots, high tag bits).
+    /// Copies the table out for a checkpoint, in the checkpoint's layout
+    /// (see the module docs): slots with a 48-bit offset and tag bits
+    /// 0..16, and tag bits 16..32 per slot.
     pub fn snapshot(&self, w: &MemWriter) -> (Vec<u64>, Vec<u16>) {
-        let t = self.table.load();
-        (
-            t.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
-            w.hi.clone(),
-        )
+        let t = &w.table;
+        let mut slots = Vec::with_capacity(t.slots.len());
+        let mut hi = Vec::with_capacity(t.slots.len());
+        for ((s, c), &h) in t.slots.iter().zip(t.slots.ctrl()).zip(&w.hi) {
+            let v = s.load(Ordering::Relaxed);
+            if v == EMPTY || v == DELETED {
+                slots.push(v);
+                hi.push(0);
+                continue;
+            }
+            let tag = tag_from(c.load(Ordering::Relaxed), v, h);
+            slots.push((v & OFFSET_MASK) | (u64::from(tag as u16) << CKPT_OFFSET_BITS));
+            hi.push((tag >> 16) as u16);
+        }
+        (slots, hi)
     }
 
-    /// Rebuilds an index from checkpointed slots. `None` if the arrays are
-    /// inconsistent (lengths differ, a slot sits where its tag cannot put it).
-    pub fn from_snapshot(slots: Vec<u64>, hi: Vec<u16>) -> Option<(MemIndex, MemWriter)> {
-        if slots.len() != hi.len() || (slots.len() as u64) < MIN_SLOTS {
+    /// Rebuilds an index from checkpointed slots (in the checkpoint's
+    /// layout, see `snapshot`). `None` if the arrays are inconsistent
+    /// (lengths differ, too full, an offset out of range).
+    pub fn from_snapshot(slots: Vec<u64>, hi16: Vec<u16>) -> Option<(MemIndex, MemWriter)> {
+        if slots.len() != hi16.len() || (slots.len() as u64) < MIN_SLOTS {
             return None;
         }
         let (occupied, deleted) = slots.iter().fold((0, 0), |(o, d), &v| {
@@ -321,9 +396,29 @@ impl MemIndex {
         if occupied * MAX_LOAD_DEN > slots.len() as u64 * MAX_LOAD_NUM {
             return None;
         }
-        let table = Table {
-            slots: Slots::from_values(slots),
-        };
+        let n = slots.len();
+        let table = Table::new(n as u64);
+        let mut hi = vec![0u8; n];
+        let (dst, ctrl) = (&table.slots[..n], &table.slots.ctrl()[..n]);
+        let (hi16, hi_bytes) = (&hi16[..n], &mut hi[..n]);
+        for i in 0..n {
+            let v = slots[i];
+            let (slot, control) = match v {
+                EMPTY => continue,
+                DELETED => (DELETED, C_DELETED),
+                v => {
+                    let off = v & ((1 << CKPT_OFFSET_BITS) - 1);
+                    if off == 0 || off > OFFSET_MASK {
+                        return None;
+                    }
+                    let tag = (u32::from(hi16[i]) << 16) | (v >> CKPT_OFFSET_BITS) as u32;
+                    hi_bytes[i] = (tag >> 27) as u8;
+                    (pack(off, tag), ctrl_of(tag))
+                }
+            };
+            dst[i].store(slot, Ordering::Relaxed);
+            ctrl[i].store(control, Ordering::Relaxed);
+        }
         let table = Arc::new(table);
         let idx = MemIndex {
             table: ArcSwap::new(table.clone()),
@@ -401,6 +496,72 @@ mod tests {
         let mut count = 0;
         idx2.for_each_offset(|_| count += 1);
         assert_eq!(count, n as usize - 1);
+    }
+
+    #[test]
+    fn the_tag_survives_its_split_over_control_byte_slot_and_high_byte() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let tag = x as u32;
+            let off = 1 + (x >> 32) % OFFSET_MASK.min(u64::MAX >> 32);
+            let v = pack(off, tag);
+            assert_eq!(v & OFFSET_MASK, off);
+            assert!(v != EMPTY && v != DELETED);
+            assert!(ctrl_of(tag) >= 0x80);
+            assert_eq!(tag_from(ctrl_of(tag), v, (tag >> 27) as u8), tag);
+        }
+    }
+
+    /// Checkpoints keep their old layout (48-bit offset | tag bits 0..16,
+    /// then tag bits 16..32), whatever the table holds in RAM.
+    #[test]
+    fn snapshots_keep_the_checkpoint_layout() {
+        let n = 3000u128;
+        let (idx, mut w, at) = filled(n, |k| k * 104_729 + 3);
+        idx.remove(&mut w, 3, |o| at[&o] == 3).unwrap();
+        let (slots, hi) = idx.snapshot(&w);
+        let mut seen = 0;
+        for (&v, &h) in slots.iter().zip(&hi) {
+            if v == EMPTY || v == DELETED {
+                continue;
+            }
+            let off = v & ((1 << 48) - 1);
+            let id = at[&off];
+            let tag = tag_of(id);
+            assert_eq!(v >> 48, u64::from(tag & 0xffff), "id {id}");
+            assert_eq!(u32::from(h), tag >> 16, "id {id}");
+            seen += 1;
+        }
+        assert_eq!(seen, n - 1);
+        assert_eq!(slots.iter().filter(|&&v| v == DELETED).count(), 1);
+        let (idx2, mut w2) = MemIndex::from_snapshot(slots.clone(), hi.clone()).unwrap();
+        for k in 1..n {
+            let id = k * 104_729 + 3;
+            assert_eq!(idx2.get(id, |o| at[&o] == id), Some(1000 + k as u64 * 8));
+        }
+        assert_eq!(idx2.get(3, |o| at.get(&o) == Some(&3)), None);
+        // the loaded table grows like a fresh one (rebuilds use the tags)
+        let mut at = at;
+        for k in n..4 * n {
+            let (id, off) = (k * 104_729 + 3, 1000 + k as u64 * 8);
+            at.insert(off, id);
+            assert_eq!(idx2.upsert(&mut w2, id, off, |o| at[&o] == id), None);
+        }
+        for k in 1..4 * n {
+            let id = k * 104_729 + 3;
+            assert_eq!(idx2.get(id, |o| at[&o] == id), Some(1000 + k as u64 * 8));
+        }
+        // an offset the RAM layout cannot hold is refused
+        let mut bad = slots;
+        let i = bad
+            .iter()
+            .position(|&v| v != EMPTY && v != DELETED)
+            .unwrap();
+        bad[i] = (bad[i] & !((1 << 48) - 1)) | (1 << 46);
+        assert!(MemIndex::from_snapshot(bad, hi).is_none());
     }
 
     /// Mass deletes give the table's memory back; what is left is found.

@@ -1,5 +1,6 @@
-//! A zero-initialised array of atomic slots for the RAM table, backed by
-//! transparent huge pages when it is large.
+//! A zero-initialised array of atomic slots for the RAM table, and one
+//! control byte per slot beside it, backed by transparent huge pages when
+//! large.
 //!
 //! Every lookup of the RAM table touches one random slot. With 4 KiB pages a
 //! 15 MB table (1M ids) spans ~3,700 pages, more than the CPU's TLB holds,
@@ -8,54 +9,63 @@
 //! any platform or kernel where the anonymous map fails, use the heap.
 
 use std::ops::Deref;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicU8};
 
 /// Tables from this size on are mapped (below it, the rounding of a huge
 /// page would waste a noticeable share).
 const MAP_FROM_BYTES: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `len` atomic u64 slots, all zero at first.
+/// `len` atomic u64 slots and `len` atomic control bytes, all zero at
+/// first.
 pub struct Slots(Backing);
 
 enum Backing {
-    Heap(Box<[AtomicU64]>),
+    Heap(Box<[AtomicU64]>, Box<[AtomicU8]>),
     Map {
         /// Start of the whole anonymous map (for `munmap`).
         base: *mut libc::c_void,
         map_len: usize,
         /// First slot: `base` rounded up to a huge-page boundary.
         slots: *const AtomicU64,
+        /// First control byte: right after the last slot.
+        ctrl: *const AtomicU8,
         len: usize,
     },
 }
 
 // SAFETY: the map is private to this value and only reached through
-// `&[AtomicU64]` (atomics are Sync); the pointers are never handed out
-// beyond the value's lifetime.
+// `&[AtomicU64]` and `&[AtomicU8]` (atomics are Sync); the pointers are never
+// handed out beyond the value's lifetime.
 unsafe impl Send for Slots {}
 // SAFETY: as above: shared access is to atomics only.
 unsafe impl Sync for Slots {}
 
 impl Slots {
-    /// `len` zeroed slots.
+    /// `len` zeroed slots and control bytes.
     pub fn zeroed(len: usize) -> Slots {
-        let bytes = len * size_of::<AtomicU64>();
+        let bytes = len * (size_of::<AtomicU64>() + size_of::<AtomicU8>());
         if bytes >= MAP_FROM_BYTES {
             if let Some(s) = Self::map(len, bytes) {
                 return s;
             }
         }
-        Slots(Backing::Heap((0..len).map(|_| AtomicU64::new(0)).collect()))
+        Slots(Backing::Heap(
+            (0..len).map(|_| AtomicU64::new(0)).collect(),
+            (0..len).map(|_| AtomicU8::new(0)).collect(),
+        ))
     }
 
-    /// From existing values (a loaded checkpoint).
-    pub fn from_values(values: Vec<u64>) -> Slots {
-        let s = Slots::zeroed(values.len());
-        for (slot, v) in s.iter().zip(values) {
-            slot.store(v, std::sync::atomic::Ordering::Relaxed);
+    /// The control bytes, one per slot.
+    #[inline]
+    pub fn ctrl(&self) -> &[AtomicU8] {
+        match &self.0 {
+            Backing::Heap(_, c) => c,
+            // SAFETY: `ctrl` points to `len` bytes right after the slots,
+            // inside the same live zero-filled read-write mapping (zero is
+            // a valid AtomicU8), which lives as long as `self`.
+            Backing::Map { ctrl, len, .. } => unsafe { std::slice::from_raw_parts(*ctrl, *len) },
         }
-        s
     }
 
     #[cfg(target_os = "linux")]
@@ -88,6 +98,10 @@ impl Slots {
             base,
             map_len,
             slots: start.cast::<AtomicU64>().cast_const(),
+            // SAFETY: `len * 8 <= bytes <= used`: still inside the map.
+            ctrl: unsafe { start.add(len * size_of::<AtomicU64>()) }
+                .cast::<AtomicU8>()
+                .cast_const(),
             len,
         }))
     }
@@ -103,7 +117,7 @@ impl Deref for Slots {
     #[inline]
     fn deref(&self) -> &[AtomicU64] {
         match &self.0 {
-            Backing::Heap(b) => b,
+            Backing::Heap(b, _) => b,
             // SAFETY: `slots` is 8-byte aligned (huge-page aligned), points to
             // `len * 8` bytes inside a live read-write mapping that anonymous
             // mapping zero-filled (zero is a valid AtomicU64), and the mapping
@@ -133,18 +147,20 @@ mod tests {
         for len in [64, MAP_FROM_BYTES / 8 + 3] {
             let s = Slots::zeroed(len);
             assert_eq!(s.len(), len);
+            assert_eq!(s.ctrl().len(), len);
             assert!(s.iter().all(|v| v.load(Ordering::Relaxed) == 0));
+            assert!(s.ctrl().iter().all(|v| v.load(Ordering::Relaxed) == 0));
             s[len - 1].store(7, Ordering::Relaxed);
             s[0].store(9, Ordering::Relaxed);
+            // the control bytes lie beside the slots, not over them
+            for c in s.ctrl() {
+                c.store(0xff, Ordering::Relaxed);
+            }
             assert_eq!(
                 s[len - 1].load(Ordering::Relaxed) + s[0].load(Ordering::Relaxed),
                 16
             );
+            assert!(s.ctrl().iter().all(|v| v.load(Ordering::Relaxed) == 0xff));
         }
-        let s = Slots::from_values((0..(MAP_FROM_BYTES as u64 / 8)).collect());
-        assert!(s
-            .iter()
-            .enumerate()
-            .all(|(i, v)| v.load(Ordering::Relaxed) == i as u64));
     }
 }
