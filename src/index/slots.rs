@@ -98,7 +98,8 @@ impl Slots {
             base,
             map_len,
             slots: start.cast::<AtomicU64>().cast_const(),
-            // SAFETY: `len * 8 <= bytes <= used`: still inside the map.
+            // SAFETY: the control bytes take `[len * 8, len * 9)` from
+            // `start`, and `len * 9 == bytes <= used`: inside the map.
             ctrl: unsafe { start.add(len * size_of::<AtomicU64>()) }
                 .cast::<AtomicU8>()
                 .cast_const(),
