@@ -628,8 +628,9 @@ fn main() {
         let (lo, hi) = per_round
             .iter()
             .fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
-        let mid = median(per_round.clone());
-        if per_round.len() > 1 {
+        let rounds = per_round.len();
+        let mid = median(per_round);
+        if rounds > 1 {
             format!("{mid:.2}x ({lo:.2}-{hi:.2})")
         } else {
             format!("{mid:.2}x")
@@ -643,17 +644,23 @@ fn main() {
             ratios(field, &results[1])
         );
     };
-    row("bulk append", |f| f.bulk_mbs, "MB/s");
-    row("bulk append", |f| f.bulk_kops, "kops/s");
-    row("append per item", |f| f.item_mbs, "MB/s");
-    row("append per item", |f| f.item_kops, "kops/s");
-    row("durable append (sync/1000)", |f| f.sync_mbs, "MB/s");
-    row("durable append (sync/1000)", |f| f.sync_kops, "kops/s");
-    row("get, 1 thread", |f| f.get1_kops, "kops/s");
-    row("get, 2 threads", |f| f.get2_kops, "kops/s");
-    row("miss, 1 thread", |f| f.miss_kops, "kops/s");
-    row("open after clean close", |f| f.open_clean_ms, "ms");
-    row("open after crash (1% tail)", |f| f.open_crash_ms, "ms");
-    row("disk / logical bytes", |f| f.disk_ratio, "");
-    row("peak RSS (load + gets)", |f| f.peak_rss_mib, "MiB");
+    type Field = fn(&Figures) -> f64;
+    let rows: [(&str, Field, &str); 13] = [
+        ("bulk append", |f| f.bulk_mbs, "MB/s"),
+        ("bulk append", |f| f.bulk_kops, "kops/s"),
+        ("append per item", |f| f.item_mbs, "MB/s"),
+        ("append per item", |f| f.item_kops, "kops/s"),
+        ("durable append (sync/1000)", |f| f.sync_mbs, "MB/s"),
+        ("durable append (sync/1000)", |f| f.sync_kops, "kops/s"),
+        ("get, 1 thread", |f| f.get1_kops, "kops/s"),
+        ("get, 2 threads", |f| f.get2_kops, "kops/s"),
+        ("miss, 1 thread", |f| f.miss_kops, "kops/s"),
+        ("open after clean close", |f| f.open_clean_ms, "ms"),
+        ("open after crash (1% tail)", |f| f.open_crash_ms, "ms"),
+        ("disk / logical bytes", |f| f.disk_ratio, ""),
+        ("peak RSS (load + gets)", |f| f.peak_rss_mib, "MiB"),
+    ];
+    for (name, field, unit) in rows {
+        row(name, field, unit);
+    }
 }

@@ -277,11 +277,11 @@ impl Segment {
         if !self.prefault_enabled || cur.prefaulted >= cur.end + PREFAULT_WINDOW / 2 {
             return;
         }
-        const PAGE: u64 = 4096;
-        let start = cur.end.max(cur.prefaulted).div_ceil(PAGE) * PAGE;
+        let page = crate::sys::page_size() as u64;
+        let start = cur.end.max(cur.prefaulted).div_ceil(page) * page;
         // one request stays inside one chunk's map
         let chunk_end = ((start >> CHUNK_SHIFT) + 1) << CHUNK_SHIFT;
-        let end = ((cur.end + PREFAULT_WINDOW).min(cur.capacity).min(chunk_end)) & !(PAGE - 1);
+        let end = ((cur.end + PREFAULT_WINDOW).min(cur.capacity).min(chunk_end)) & !(page - 1);
         if end <= start || self.maps.chunk_of(start).is_none() {
             return;
         }

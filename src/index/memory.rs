@@ -120,6 +120,26 @@ fn tag_from(ctrl: u8, slot: u64, hi: u8) -> u32 {
     u32::from(ctrl & 0x7f) | (((slot >> OFFSET_BITS) as u32) << 7) | (u32::from(hi) << 27)
 }
 
+/// An entry in the checkpoint's layout: the slot (48-bit offset, tag bits
+/// 0..16) and tag bits 16..32.
+#[inline]
+fn to_ckpt(off: u64, tag: u32) -> (u64, u16) {
+    (
+        off | (u64::from(tag as u16) << CKPT_OFFSET_BITS),
+        (tag >> 16) as u16,
+    )
+}
+
+/// Offset and tag of an entry in the checkpoint's layout.
+#[inline]
+fn from_ckpt(slot: u64, hi: u16) -> (u64, u32) {
+    let off = slot & ((1 << CKPT_OFFSET_BITS) - 1);
+    (
+        off,
+        (u32::from(hi) << 16) | (slot >> CKPT_OFFSET_BITS) as u32,
+    )
+}
+
 /// One immutable-size table of atomic slots and their control bytes.
 pub struct Table {
     slots: Slots,
@@ -375,9 +395,9 @@ impl MemIndex {
                 hi.push(0);
                 continue;
             }
-            let tag = tag_from(c.load(Ordering::Relaxed), v, h);
-            slots.push((v & OFFSET_MASK) | (u64::from(tag as u16) << CKPT_OFFSET_BITS));
-            hi.push((tag >> 16) as u16);
+            let (slot, high) = to_ckpt(v & OFFSET_MASK, tag_from(c.load(Ordering::Relaxed), v, h));
+            slots.push(slot);
+            hi.push(high);
         }
         (slots, hi)
     }
@@ -399,19 +419,19 @@ impl MemIndex {
         let n = slots.len();
         let table = Table::new(n as u64);
         let mut hi = vec![0u8; n];
+        // `Table::set`'s two stores, on slices taken once: per slot through
+        // `set` this loop took 225-290 ms instead of 205 for 10M entries.
         let (dst, ctrl) = (&table.slots[..n], &table.slots.ctrl()[..n]);
         let (hi16, hi_bytes) = (&hi16[..n], &mut hi[..n]);
         for i in 0..n {
-            let v = slots[i];
-            let (slot, control) = match v {
+            let (slot, control) = match slots[i] {
                 EMPTY => continue,
                 DELETED => (DELETED, C_DELETED),
                 v => {
-                    let off = v & ((1 << CKPT_OFFSET_BITS) - 1);
+                    let (off, tag) = from_ckpt(v, hi16[i]);
                     if off == 0 || off > OFFSET_MASK {
                         return None;
                     }
-                    let tag = (u32::from(hi16[i]) << 16) | (v >> CKPT_OFFSET_BITS) as u32;
                     hi_bytes[i] = (tag >> 27) as u8;
                     (pack(off, tag), ctrl_of(tag))
                 }
