@@ -2,6 +2,11 @@
 //! control byte per slot beside it, backed by transparent huge pages when
 //! large.
 //!
+//! The control bytes are packed eight to an `AtomicU64` word (slot `i` is
+//! byte `i % 8`, counted from the least significant, of word `i / 8`), so a
+//! reader scans eight of them with one load, and every access to them,
+//! reader's or writer's, is a whole-word atomic (no mixed-size atomics).
+//!
 //! Every lookup of the RAM table touches one random slot. With 4 KiB pages a
 //! 15 MB table (1M ids) spans ~3,700 pages, more than the CPU's TLB holds,
 //! so nearly every lookup also walks the page tables. Mapped with
@@ -9,33 +14,39 @@
 //! any platform or kernel where the anonymous map fails, use the heap.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Words holding the control bytes of `len` slots.
+#[inline]
+pub fn ctrl_words(len: usize) -> usize {
+    len.div_ceil(8)
+}
 
 /// Tables from this size on are mapped (below it, the rounding of a huge
 /// page would waste a noticeable share).
 const MAP_FROM_BYTES: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `len` atomic u64 slots and `len` atomic control bytes, all zero at
-/// first.
+/// `len` atomic u64 slots and `len` control bytes (in `len.div_ceil(8)`
+/// atomic words), all zero at first.
 pub struct Slots(Backing);
 
 enum Backing {
-    Heap(Box<[AtomicU64]>, Box<[AtomicU8]>),
+    Heap(Box<[AtomicU64]>, Box<[AtomicU64]>),
     Map {
         /// Start of the whole anonymous map (for `munmap`).
         base: *mut libc::c_void,
         map_len: usize,
         /// First slot: `base` rounded up to a huge-page boundary.
         slots: *const AtomicU64,
-        /// First control byte: right after the last slot.
-        ctrl: *const AtomicU8,
+        /// First control word: right after the last slot.
+        ctrl: *const AtomicU64,
         len: usize,
     },
 }
 
 // SAFETY: the map is private to this value and only reached through
-// `&[AtomicU64]` and `&[AtomicU8]` (atomics are Sync); the pointers are never
+// `&[AtomicU64]` (atomics are Sync); the pointers are never
 // handed out beyond the value's lifetime.
 unsafe impl Send for Slots {}
 // SAFETY: as above: shared access is to atomics only.
@@ -44,7 +55,7 @@ unsafe impl Sync for Slots {}
 impl Slots {
     /// `len` zeroed slots and control bytes.
     pub fn zeroed(len: usize) -> Slots {
-        let bytes = len * (size_of::<AtomicU64>() + size_of::<AtomicU8>());
+        let bytes = (len + ctrl_words(len)) * size_of::<AtomicU64>();
         if bytes >= MAP_FROM_BYTES {
             if let Some(s) = Self::map(len, bytes) {
                 return s;
@@ -52,20 +63,41 @@ impl Slots {
         }
         Slots(Backing::Heap(
             (0..len).map(|_| AtomicU64::new(0)).collect(),
-            (0..len).map(|_| AtomicU8::new(0)).collect(),
+            (0..ctrl_words(len)).map(|_| AtomicU64::new(0)).collect(),
         ))
     }
 
-    /// The control bytes, one per slot.
+    /// The control words, eight control bytes each (see the module docs);
+    /// the bytes past `len` in the last word stay zero.
     #[inline]
-    pub fn ctrl(&self) -> &[AtomicU8] {
+    pub fn ctrl_words(&self) -> &[AtomicU64] {
         match &self.0 {
             Backing::Heap(_, c) => c,
-            // SAFETY: `ctrl` points to `len` bytes right after the slots,
-            // inside the same live zero-filled read-write mapping (zero is
-            // a valid AtomicU8), which lives as long as `self`.
-            Backing::Map { ctrl, len, .. } => unsafe { std::slice::from_raw_parts(*ctrl, *len) },
+            // SAFETY: `ctrl` is 8-byte aligned and points to
+            // `ctrl_words(len)` words right after the slots, inside the same
+            // live zero-filled read-write mapping (zero is a valid
+            // AtomicU64), which lives as long as `self`.
+            Backing::Map { ctrl, len, .. } => unsafe {
+                std::slice::from_raw_parts(*ctrl, ctrl_words(*len))
+            },
         }
+    }
+
+    /// The control byte of slot `i`.
+    #[inline]
+    pub fn ctrl(&self, i: usize, order: Ordering) -> u8 {
+        (self.ctrl_words()[i / 8].load(order) >> (8 * (i % 8))) as u8
+    }
+
+    /// Sets the control byte of slot `i` (the word is stored with `order`).
+    /// Not an atomic read-modify-write: only the table's one writer may
+    /// call it, as for every other store into the table.
+    #[inline]
+    pub fn set_ctrl(&self, i: usize, c: u8, order: Ordering) {
+        let word = &self.ctrl_words()[i / 8];
+        let shift = 8 * (i % 8);
+        let old = word.load(Ordering::Relaxed);
+        word.store((old & !(0xff << shift)) | (u64::from(c) << shift), order);
     }
 
     #[cfg(target_os = "linux")]
@@ -98,10 +130,11 @@ impl Slots {
             base,
             map_len,
             slots: start.cast::<AtomicU64>().cast_const(),
-            // SAFETY: the control bytes take `[len * 8, len * 9)` from
-            // `start`, and `len * 9 == bytes <= used`: inside the map.
+            // SAFETY: the control words take `[len * 8, bytes)` from `start`
+            // (8-byte aligned, as `start` is), and `bytes <= used`: inside
+            // the map.
             ctrl: unsafe { start.add(len * size_of::<AtomicU64>()) }
-                .cast::<AtomicU8>()
+                .cast::<AtomicU64>()
                 .cast_const(),
             len,
         }))
@@ -141,27 +174,33 @@ impl Drop for Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn small_and_large_tables_start_zeroed_and_keep_values() {
-        for len in [64, MAP_FROM_BYTES / 8 + 3] {
+        for len in [64, 67, MAP_FROM_BYTES / 8 + 3] {
             let s = Slots::zeroed(len);
             assert_eq!(s.len(), len);
-            assert_eq!(s.ctrl().len(), len);
+            assert_eq!(s.ctrl_words().len(), len.div_ceil(8));
             assert!(s.iter().all(|v| v.load(Ordering::Relaxed) == 0));
-            assert!(s.ctrl().iter().all(|v| v.load(Ordering::Relaxed) == 0));
+            assert!((0..len).all(|i| s.ctrl(i, Ordering::Relaxed) == 0));
             s[len - 1].store(7, Ordering::Relaxed);
             s[0].store(9, Ordering::Relaxed);
-            // the control bytes lie beside the slots, not over them
-            for c in s.ctrl() {
-                c.store(0xff, Ordering::Relaxed);
+            // the control bytes lie beside the slots, not over them, and
+            // each one keeps its own value
+            for i in 0..len {
+                s.set_ctrl(i, (i % 251) as u8 + 1, Ordering::Relaxed);
             }
             assert_eq!(
                 s[len - 1].load(Ordering::Relaxed) + s[0].load(Ordering::Relaxed),
                 16
             );
-            assert!(s.ctrl().iter().all(|v| v.load(Ordering::Relaxed) == 0xff));
+            assert!((0..len).all(|i| s.ctrl(i, Ordering::Relaxed) == (i % 251) as u8 + 1));
+            s.set_ctrl(len - 1, 0, Ordering::Relaxed);
+            assert_eq!(s.ctrl(len - 1, Ordering::Relaxed), 0);
+            assert_eq!(
+                s.ctrl(len - 2, Ordering::Relaxed),
+                ((len - 2) % 251) as u8 + 1
+            );
         }
     }
 }
