@@ -10,6 +10,8 @@
 //! - `has_payload`: index slot, then the record header (id confirmation);
 //! - `payload_len`: the same, plus the checksum over the whole record;
 //! - `get`: the same, plus the copy into a new Vec;
+//! - `get_to_vec` / `get_into`: the copy into a Vec reused across calls /
+//!   into the caller's buffer (no allocation per get);
 //! - `get_at_offset`: `get` without the index;
 //! - `get_many`: the same lookups in batches of 64 ids;
 //! - on a plain read-only mmap of the same log file, no store involved:
@@ -90,6 +92,13 @@ fn main() {
         let has = time(&mut |i| store.has_payload(ids[i]) as usize);
         let len = time(&mut |i| store.payload_len(ids[i]).unwrap().unwrap());
         let get = time(&mut |i| store.get(ids[i]).unwrap().unwrap().len());
+        let mut reused = Vec::new();
+        let to_vec = time(&mut |i| {
+            store.get_to_vec(ids[i], &mut reused).unwrap();
+            reused.len()
+        });
+        let mut buf = vec![0u8; 1024];
+        let into = time(&mut |i| store.get_into(ids[i], &mut buf).unwrap().unwrap());
         let many = {
             let t = Instant::now();
             let mut sum = 0usize;
@@ -157,7 +166,7 @@ fn main() {
             v.len()
         });
         println!(
-            "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, get_many {many:.0}, \
+            "round {round}: store: has_payload {has:.0}, payload_len {len:.0}, get {get:.0}, get_to_vec {to_vec:.0}, get_into {into:.0}, get_many {many:.0}, \
              get_at_offset {at:.0}, get serialized {serial_get:.0} | plain mmap: copy {copy:.0}, \
              crc32fast {crc:.0}, crc32 (ours) {wide:.0}, crc32 + copy {crc_copy:.0}, word sum {sum:.0}, copy serialized {serial:.0}, \
              copy + ~150 instructions {copy_150:.0}, copy + ~280 instructions {copy_280:.0}"

@@ -909,8 +909,15 @@ impl PayloadStore {
             return Ok(false);
         };
         let (h, stored) = self.record(off)?;
+        if h.compression == CompressionType::None {
+            out.extend_from_slice(stored); // no zero-fill before the copy
+            return Ok(true);
+        }
         out.resize(h.raw_len as usize, 0);
-        self.decode_into(off, &h, stored, out)?;
+        if let Err(e) = self.decode_into(off, &h, stored, out) {
+            out.clear();
+            return Err(e);
+        }
         Ok(true)
     }
 

@@ -64,6 +64,8 @@ fn every_size_under_every_compression_survives_reopen() {
         let s = PayloadStore::open_with_backend(t.store(), backend).unwrap();
         assert_eq!(s.stats().recovery.source, IndexSource::Checkpoint);
         assert_eq!(s.len(), locs.len());
+        // one Vec reused for every get_to_vec: each call replaces its contents
+        let mut v = b"left over from an earlier read".to_vec();
         for (id, data, off, stored, tag) in &locs {
             assert_eq!(&s.get(*id).unwrap().unwrap(), data);
             assert_eq!(&s.get_at_offset(*off, *stored, *tag).unwrap(), data);
@@ -76,11 +78,12 @@ fn every_size_under_every_compression_survives_reopen() {
                     matches!(s.get_into(*id, &mut small), Err(Error::BufferTooSmall { needed }) if needed == data.len())
                 );
             }
-            let mut v = Vec::new();
             assert!(s.get_to_vec(*id, &mut v).unwrap());
             assert_eq!(&v, data);
             assert_eq!(s.payload_len(*id).unwrap(), Some(data.len()));
         }
+        assert!(!s.get_to_vec(u128::MAX, &mut v).unwrap());
+        assert!(v.is_empty());
     }
 }
 
