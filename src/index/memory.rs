@@ -19,9 +19,10 @@
 //! matching ones; no branch per byte): an empty one ends it (a miss), and
 //! only a byte with the id's 7 low tag bits sends it to that slot, whose
 //! 20 tag bits and then the record header (which `get` reads anyway)
-//! confirm the match. The control bytes are 1/8 of the
-//! slots' size, so a miss usually stays in the CPU caches, where the slots
-//! of a large table do not (misses 2.5x faster: BENCHMARKS.md, run 11).
+//! confirm the match. The control bytes are 1/8 of the slots' size, so a
+//! miss usually stays in the CPU caches, where the slots of a large table
+//! do not (misses 2.5x faster: BENCHMARKS.md, run 11; eight at a time,
+//! another 1.17x: run 12).
 //! The writer keeps the last 5 tag bits so that growing the table can place
 //! every entry again from its tag alone, without touching the log. Offsets
 //! fit 44 bits because the log is at most 16 TiB (`MAX_LOG_LEN`).
