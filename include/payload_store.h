@@ -332,6 +332,13 @@ ps_status ps_options_set_prefault(struct ps_options *opts, int32_t enabled);
 // physical memory; 0 = never (every cold read brings in 4 KiB).
 ps_status ps_options_set_huge_reads_max(struct ps_options *opts, uint64_t bytes);
 
+// HashMap backend: the number of payloads the store is expected to hold
+// (default 0: no guess). The RAM index is sized for that many at open
+// (18.8 B per expected payload), so loading them triggers no table rebuild
+// (each copies the whole table inside an append: ~20 ms at 1M payloads).
+// Ignored by DiskHash.
+ps_status ps_options_set_expected_payloads(struct ps_options *opts, uint64_t count);
+
 // Opens (creating if needed) the store in directory `dir` (NUL-terminated).
 // `opts` may be NULL for defaults; it is not consumed. On success writes
 // the handle to `*out_store` (free it with `ps_store_close`).

@@ -247,7 +247,7 @@ impl PayloadStore {
         };
         let Loaded {
             mut index,
-            writer: ixw,
+            writer: mut ixw,
             counters,
             start,
             mut mark,
@@ -256,6 +256,10 @@ impl PayloadStore {
         if report.source != IndexSource::Checkpoint && !created {
             report.source = IndexSource::FullScan;
             mark = CheckpointMark::default();
+        }
+        if !opts.read_only {
+            // before the replay, which then rebuilds nothing either
+            index.reserve(&mut ixw, opts.expected_payloads);
         }
         let mut w = Writer {
             cur: WriteCursor {

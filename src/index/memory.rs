@@ -39,7 +39,9 @@
 //! payload. Deletes shrink it the same way: when live entries fill less
 //! than 1/4 of it, it is rebuilt to 53% (so RAM follows the live count, at
 //! most 40 B per payload after mass deletes, and growing and shrinking are
-//! both amortized O(1) per operation).
+//! both amortized O(1) per operation). `reserve` (the store's
+//! `Options::expected_payloads`) sizes the table up front and sets a floor
+//! that neither growing nor shrinking goes below.
 //!
 //! # Concurrency
 //!
@@ -88,6 +90,11 @@ const SHRINK_BELOW_DEN: u64 = 4;
 /// Live entries fill 8/15 (53%) of a freshly rebuilt table.
 const REBUILD_NUM: u64 = 15;
 const REBUILD_DEN: u64 = 8;
+
+/// Slots of a table that `entries` fill to the rebuild target (53 %).
+fn capacity_for(entries: u64) -> u64 {
+    (entries.saturating_mul(REBUILD_NUM) / REBUILD_DEN + 1).max(MIN_SLOTS)
+}
 
 /// The 32-bit hash tag of an id. Part of the checkpoint format: changing it
 /// needs a new format version.
@@ -251,6 +258,8 @@ pub struct MemWriter {
     occupied: u64,
     /// Entries.
     live: u64,
+    /// Rebuilds never make the table smaller than this (`reserve`).
+    min_cap: u64,
 }
 
 /// The in-memory index.
@@ -266,7 +275,7 @@ fn pack(off: u64, tag: u32) -> u64 {
 impl MemIndex {
     /// An empty index sized for about `expected` entries.
     pub fn new(expected: u64) -> (MemIndex, MemWriter) {
-        let cap = (expected * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
+        let cap = capacity_for(expected);
         let table = Arc::new(Table::new(cap));
         let idx = MemIndex {
             table: ArcSwap::new(table.clone()),
@@ -278,6 +287,7 @@ impl MemIndex {
                 hi: vec![0; cap as usize],
                 occupied: 0,
                 live: 0,
+                min_cap: MIN_SLOTS,
             },
         )
     }
@@ -347,6 +357,19 @@ impl MemIndex {
         None
     }
 
+    /// Makes room for `expected` entries at once: the table is rebuilt now
+    /// (if smaller) to the size it would grow to by then, and later
+    /// rebuilds (growing past `expected`, or shrinking after deletes) never
+    /// make it smaller than that. Loading up to `expected` entries then
+    /// rebuilds nothing.
+    pub fn reserve(&self, w: &mut MemWriter, expected: u64) {
+        let cap = capacity_for(expected);
+        w.min_cap = w.min_cap.max(cap);
+        if w.table.cap() < cap {
+            self.rebuild(w);
+        }
+    }
+
     /// Asks the CPU to fetch the lines an update of `id` touches first (its
     /// home slot and high tag bits); a hint for batches.
     #[inline]
@@ -370,7 +393,8 @@ impl MemIndex {
         w.live -= 1;
         // Give memory back after mass deletes: below 1/4 full, rebuild to
         // the 53 % of a fresh table (so the next shrink is far away too).
-        if w.live * SHRINK_BELOW_DEN < w.table.cap() && w.table.cap() > MIN_SLOTS * SHRINK_BELOW_DEN
+        if w.live * SHRINK_BELOW_DEN < w.table.cap()
+            && w.table.cap() > (MIN_SLOTS * SHRINK_BELOW_DEN).max(w.min_cap)
         {
             self.rebuild(w);
         }
@@ -385,7 +409,7 @@ impl MemIndex {
             .iter()
             .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
             .count() as u64;
-        let cap = (live * REBUILD_NUM / REBUILD_DEN + 1).max(MIN_SLOTS);
+        let cap = capacity_for(live).max(w.min_cap);
         let new = Table::new(cap);
         let mut hi = vec![0u8; cap as usize];
         let mut occupied = 0;
@@ -493,6 +517,7 @@ impl MemIndex {
                 hi,
                 occupied,
                 live,
+                min_cap: MIN_SLOTS,
             },
         ))
     }

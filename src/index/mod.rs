@@ -127,6 +127,15 @@ impl Index {
             _ => {}
         }
     }
+
+    /// HashMap backend: sizes the table for `expected` entries now, so that
+    /// loading that many causes no table rebuild (see `MemIndex::reserve`).
+    /// DiskHash grows one bucket at a time, with no such stall: nothing to do.
+    pub fn reserve(&self, w: &mut IndexWriter, expected: u64) {
+        if let (Index::Mem(m), IndexWriter::Mem(mw)) = (self, w) {
+            m.reserve(mw, expected);
+        }
+    }
 }
 
 /// Writer-only state of the index; lives in the store's writer lock.

@@ -65,6 +65,8 @@ static void test_options(void) {
     CHECK_ST(ps_options_set_prefault(NULL, 1), PS_ERR_NULL_ARGUMENT);
     CHECK_ST(ps_options_set_huge_reads_max(o, 0), PS_OK);
     CHECK_ST(ps_options_set_huge_reads_max(NULL, 0), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_expected_payloads(o, 1000), PS_OK);
+    CHECK_ST(ps_options_set_expected_payloads(NULL, 1000), PS_ERR_NULL_ARGUMENT);
     ps_options_free(o);
 }
 
@@ -417,12 +419,41 @@ static void test_store(const char *dir) {
     free(want);
 }
 
+/* expected_payloads sizes the RAM index at open; loading that many leaves
+   it the same size (no rebuild), and the data reads back */
+static void test_expected_payloads(const char *dir) {
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/expected", dir);
+    ps_options *o = ps_options_new();
+    CHECK_ST(ps_options_set_expected_payloads(o, 20000), PS_OK);
+    ps_store *s = NULL;
+    CHECK_ST(ps_store_open(sub, o, &s), PS_OK);
+    ps_options_free(o);
+    ps_stats st;
+    CHECK_ST(ps_store_stats(s, &st), PS_OK);
+    uint64_t sized = st.index_memory_bytes;
+    CHECK(sized >= 20000 * 18); /* 10 B per slot at 53 % */
+    for (uint64_t i = 0; i < 20000; i++) {
+        ps_edge_id id = {11, i};
+        CHECK_ST(ps_store_append(s, id, (const uint8_t *)&i, sizeof i, PS_COMPRESSION_AUTO, NULL), PS_OK);
+    }
+    CHECK_ST(ps_store_stats(s, &st), PS_OK);
+    CHECK(st.index_memory_bytes == sized);
+    ps_edge_id id = {11, 12345};
+    ps_buf b = {NULL, 0};
+    CHECK_ST(ps_store_get(s, id, &b), PS_OK);
+    CHECK(b.len == 8 && *(const uint64_t *)b.data == 12345);
+    ps_buf_free(&b);
+    CHECK_ST(ps_store_close(s), PS_OK);
+}
+
 int main(void) {
     char *dir = make_temp_dir("capi");
     test_versions_and_statuses();
     test_options();
     test_open_errors(dir);
     test_store(dir);
+    test_expected_payloads(dir);
     remove_dir(dir);
     free(dir);
     printf("test_api: all checks passed\n");
