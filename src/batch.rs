@@ -82,12 +82,8 @@ impl<'a> EncodedBatch<'a> {
         if !shrunk && !direct {
             self.stage.extend_from_slice(data);
         }
-        let mut header = if shrunk {
-            let stored = self.stage.len() - start - RECORD_HEADER_LEN;
-            RecordHeader::put(id, codec, stored, data.len())
-        } else {
-            RecordHeader::put(id, CompressionType::None, data.len(), data.len())
-        };
+        let compressed = shrunk.then(|| self.stage.len() - start - RECORD_HEADER_LEN);
+        let mut header = RecordHeader::put_encoded(id, codec, compressed, data.len());
         let mut hb = header.encode();
         if direct {
             format::seal(salt, &mut hb, data);

@@ -174,6 +174,21 @@ impl RecordHeader {
         }
     }
 
+    /// The header of a put after compression was tried: `compressed` is the
+    /// size `codec` shrank the payload to, or `None` if it did not shrink
+    /// (the payload is then stored raw).
+    pub fn put_encoded(
+        id: u128,
+        codec: CompressionType,
+        compressed: Option<usize>,
+        raw_len: usize,
+    ) -> Self {
+        match compressed {
+            Some(stored) => RecordHeader::put(id, codec, stored, raw_len),
+            None => RecordHeader::put(id, CompressionType::None, raw_len, raw_len),
+        }
+    }
+
     /// Total bytes of the record on disk.
     pub fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + u64::from(self.stored_len)

@@ -450,11 +450,7 @@ impl PayloadStore {
         let codec = self.codec_for(compression, data.len());
         out.clear();
         let shrunk = codec::compress(codec, self.opts.compression.zstd_level, data, out)?;
-        let header = if shrunk {
-            RecordHeader::put(id, codec, out.len(), data.len())
-        } else {
-            RecordHeader::put(id, CompressionType::None, data.len(), data.len())
-        };
+        let header = RecordHeader::put_encoded(id, codec, shrunk.then_some(out.len()), data.len());
         Ok((header, shrunk))
     }
 
