@@ -29,7 +29,10 @@ pub enum Error {
         /// The file involved.
         path: PathBuf,
     },
-    /// Another handle (this or another process) has the store open.
+    /// Another handle (this or another process) has the store open. The
+    /// lock is an `flock` on the store's lock file, so a process forked by
+    /// another thread keeps it until that process execs or exits: right
+    /// after a handle closes, a reopen can see `Locked` for that moment.
     Locked {
         /// The lock file.
         path: PathBuf,

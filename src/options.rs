@@ -146,6 +146,8 @@ impl Options {
     /// payloads, ~200 ms at 10M). While this handle is open the table does
     /// not shrink below that size (a reopen without the option lets deletes
     /// shrink it again). Ignored by DiskHash, which grows a bucket at a time.
+    /// A count whose index would not fit in physical memory fails `open`
+    /// with `Error::InvalidArgument`.
     pub fn expected_payloads(mut self, count: u64) -> Self {
         self.expected_payloads = count;
         self

@@ -171,6 +171,13 @@ impl PayloadStore {
         let started = Instant::now();
         let dir = data_dir.as_ref().to_path_buf();
         let writable = !opts.read_only;
+        if opts.backend == IndexBackend::HashMap
+            && MemIndex::bytes_for(opts.expected_payloads) > sys::physical_memory()
+        {
+            return Err(Error::InvalidArgument(
+                "expected_payloads: an index for that many payloads would not fit in RAM",
+            ));
+        }
         if writable {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io("creating the store directory", &dir, e))?;

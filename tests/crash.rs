@@ -55,6 +55,30 @@ fn spawn_round(name: &str, var: &str, dir: &Path, round: u128, backend: IndexBac
     spawn_child(name, &env, Stdio::piped())
 }
 
+/// A child's open of the store its parent just closed. The parent's lock
+/// can outlive its handle for a moment: `flock` locks belong to the open
+/// file, and a process that another test thread is spawning at that instant
+/// holds a copy of every descriptor until it execs (`O_CLOEXEC` closes them
+/// only then). So `Locked` is retried for up to 10 s; any other error is
+/// printed on stdout, where the parent collects it, before the child fails.
+fn child_open(dir: &str, opts: Options) -> PayloadStore {
+    let started = std::time::Instant::now();
+    loop {
+        match PayloadStore::open_with_options(dir, opts.clone()) {
+            Ok(s) => return s,
+            Err(payloadstore::Error::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                println!("child: open failed: {e}");
+                panic!("child: open failed: {e}");
+            }
+        }
+    }
+}
+
 /// A crash child's side of `spawn_round`: the store directory, round and
 /// backend, the side file `<dir>.<side>` it reports ids to, and its stdout.
 struct Reporter {
@@ -106,12 +130,20 @@ fn kill_after_lines(
 ) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = 0;
+    // the child's other output (its test harness reports a panic there)
+    let mut said = Vec::new();
     while seen < kill_after {
         match lines.next() {
             Some(Ok(l)) if l.parse::<u64>().is_ok() => seen += 1,
-            Some(Ok(l)) => other(&l),
+            Some(Ok(l)) => {
+                other(&l);
+                said.push(l);
+            }
             Some(_) => {}
-            None => panic!("child exited early in round {round}"),
+            None => panic!(
+                "child exited early in round {round}, after {seen} lines; it said:\n{}",
+                said.join("\n")
+            ),
         }
     }
     // The child is appending its next batch now.
@@ -155,14 +187,13 @@ fn crash_child() {
     } else {
         SyncPolicy::GroupCommit
     };
-    let s = PayloadStore::open_with_options(
+    let s = child_open(
         &r.dir,
         Options::default()
             .backend(r.backend)
             .sync_policy(policy)
             .auto_checkpoint_bytes(2 << 20),
-    )
-    .unwrap();
+    );
     for batch in 0u128.. {
         let mut ids = Vec::new();
         for k in 0..8u128 {
@@ -254,13 +285,12 @@ fn rebuild_child() {
         return;
     };
     let budget: u64 = std::env::var("PS_REBUILD_BUDGET").unwrap().parse().unwrap();
-    let s = PayloadStore::open_with_options(
+    let s = child_open(
         &dir,
         Options::default()
             .backend(IndexBackend::DiskHash)
             .rebuild_memory_bytes(budget),
-    )
-    .unwrap();
+    );
     println!("built {}", s.len());
 }
 
@@ -329,7 +359,7 @@ fn crash_child_unsynced() {
         return;
     };
     let round = r.round;
-    let s = PayloadStore::open_with_backend(&r.dir, r.backend).unwrap();
+    let s = child_open(&r.dir, Options::default().backend(r.backend));
     let mut told = false;
     for batch in 0u128.. {
         let mut ids = Vec::new();
@@ -467,7 +497,7 @@ fn crash_child_pipelined() {
         return;
     };
     let round = r.round;
-    let s = PayloadStore::open_with_backend(&r.dir, r.backend).unwrap();
+    let s = child_open(&r.dir, Options::default().backend(r.backend));
     for batch in 0u128.. {
         let datas: Vec<(u128, Vec<u8>)> = (0..12u128)
             .map(|k| {

@@ -62,3 +62,31 @@ fn expected_payloads_sizes_the_index_once() {
     assert_eq!(s.get(id(0)).unwrap(), Some(0u64.to_le_bytes().to_vec()));
     assert_eq!(s.get(id(n)).unwrap(), None);
 }
+
+/// An expectation the machine cannot hold is refused at open with a
+/// specific error, before anything is created, and a store that exists
+/// stays as it was.
+#[test]
+fn an_expectation_beyond_ram_is_refused() {
+    use payloadstore::Error;
+    let t = TempDir::new("mem-expected-huge");
+    let s = PayloadStore::open(t.store()).unwrap();
+    s.append(1, b"kept", None).unwrap();
+    s.close().unwrap();
+    let huge = Options::default().expected_payloads(u64::MAX);
+    let r = PayloadStore::open_with_options(t.store(), huge.clone());
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{:?}", r.err());
+    let fresh = t.path().join("never-created");
+    let r = PayloadStore::open_with_options(&fresh, huge.clone());
+    assert!(matches!(r, Err(Error::InvalidArgument(_))));
+    assert!(!fresh.exists());
+    // DiskHash ignores the option
+    let dh = PayloadStore::open_with_options(
+        t.path().join("dh"),
+        huge.backend(payloadstore::IndexBackend::DiskHash),
+    )
+    .unwrap();
+    drop(dh);
+    let s = PayloadStore::open(t.store()).unwrap();
+    assert_eq!(s.get(1).unwrap().as_deref(), Some(&b"kept"[..]));
+}

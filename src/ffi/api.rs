@@ -372,7 +372,8 @@ pub extern "C" fn ps_options_set_huge_reads_max(opts: *mut ps_options, bytes: u6
 /// (default 0: no guess). The RAM index is sized for that many at open
 /// (18.8 B per expected payload), so loading them triggers no table rebuild
 /// (each copies the whole table inside an append: ~20 ms at 1M payloads).
-/// Ignored by DiskHash.
+/// Ignored by DiskHash. A count whose index would not fit in physical
+/// memory makes `ps_store_open` fail with PS_ERR_INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn ps_options_set_expected_payloads(opts: *mut ps_options, count: u64) -> ps_status {
     set_option(opts, |o| Ok(o.expected_payloads(count)))

@@ -357,6 +357,11 @@ impl MemIndex {
         None
     }
 
+    /// RAM a table sized for `expected` entries takes (see `reserve`).
+    pub fn bytes_for(expected: u64) -> u64 {
+        capacity_for(expected).saturating_mul(BYTES_PER_SLOT)
+    }
+
     /// Makes room for `expected` entries at once: the table is rebuilt now
     /// (if smaller) to the size it would grow to by then, and later
     /// rebuilds (growing past `expected`, or shrinking after deletes) never

@@ -425,8 +425,11 @@ static void test_expected_payloads(const char *dir) {
     char sub[512];
     snprintf(sub, sizeof sub, "%s/expected", dir);
     ps_options *o = ps_options_new();
-    CHECK_ST(ps_options_set_expected_payloads(o, 20000), PS_OK);
     ps_store *s = NULL;
+    CHECK_ST(ps_options_set_expected_payloads(o, UINT64_MAX), PS_OK);
+    CHECK_ST(ps_store_open(sub, o, &s), PS_ERR_INVALID_ARGUMENT); /* more RAM than there is */
+    CHECK(s == NULL);
+    CHECK_ST(ps_options_set_expected_payloads(o, 20000), PS_OK);
     CHECK_ST(ps_store_open(sub, o, &s), PS_OK);
     ps_options_free(o);
     ps_stats st;
