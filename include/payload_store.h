@@ -336,7 +336,8 @@ ps_status ps_options_set_huge_reads_max(struct ps_options *opts, uint64_t bytes)
 // (default 0: no guess). The RAM index is sized for that many at open
 // (18.8 B per expected payload), so loading them triggers no table rebuild
 // (each copies the whole table inside an append: ~20 ms at 1M payloads).
-// Ignored by DiskHash.
+// Ignored by DiskHash. A count whose index would not fit in physical
+// memory makes `ps_store_open` fail with PS_ERR_INVALID_ARGUMENT.
 ps_status ps_options_set_expected_payloads(struct ps_options *opts, uint64_t count);
 
 // Opens (creating if needed) the store in directory `dir` (NUL-terminated).
