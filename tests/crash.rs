@@ -141,7 +141,8 @@ fn kill_after_lines(
             }
             Some(_) => {}
             None => panic!(
-                "child exited early in round {round}, after {seen} lines; it said:\n{}",
+                "child exited early in round {round}, after {seen} lines, {:?}; it said:\n{}",
+                child.wait(),
                 said.join("\n")
             ),
         }
