@@ -219,15 +219,8 @@ mod tests {
             .take(300_000)
             .copied()
             .collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut x = crate::test_rng::XorShift(0x9e37_79b9_7f4a_7c15);
+        let noise: Vec<u8> = (0..200_000).map(|_| x.next() as u8).collect();
         let cases: Vec<(&[u8], CompressionType)> = vec![
             (b"", CompressionType::None),
             (b"tiny", CompressionType::None),

@@ -180,15 +180,8 @@ mod tests {
     use super::*;
 
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        let mut x = crate::test_rng::XorShift(seed | 1);
+        (0..n).map(|_| x.next() as u8).collect()
     }
 
     #[test]

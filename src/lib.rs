@@ -48,6 +48,8 @@ mod segment;
 mod stats;
 mod store;
 mod sys;
+#[cfg(test)]
+mod test_rng;
 
 pub use codec::{CompressionPolicy, CompressionType};
 pub use error::{Error, Result};

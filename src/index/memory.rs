@@ -409,12 +409,15 @@ impl MemIndex {
     /// Rebuilds the table for the live entries (dropping deleted marks).
     fn rebuild(&self, w: &mut MemWriter) {
         let old = w.table.clone();
-        let live = old
-            .slots
-            .iter()
-            .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
-            .count() as u64;
-        let cap = capacity_for(live).max(w.min_cap);
+        // `live` is kept by every update; no pass over the old table to count
+        debug_assert_eq!(
+            old.slots
+                .iter()
+                .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
+                .count() as u64,
+            w.live
+        );
+        let cap = capacity_for(w.live).max(w.min_cap);
         let new = Table::new(cap);
         let mut hi = vec![0u8; cap as usize];
         let mut occupied = 0;
@@ -593,11 +596,9 @@ mod tests {
 
     #[test]
     fn the_tag_survives_its_split_over_control_byte_slot_and_high_byte() {
-        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rng = crate::test_rng::XorShift(0x1234_5678_9abc_def1);
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let tag = x as u32;
             let off = 1 + (x >> 32) % OFFSET_MASK.min(u64::MAX >> 32);
             let v = pack(off, tag);
@@ -704,11 +705,9 @@ mod tests {
 
     #[test]
     fn zero_bytes_marks_exactly_the_zero_bytes() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::test_rng::XorShift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             // plenty of zero and 0x01 bytes (the pattern carries get wrong)
             let v = x & 0x0101_ff00_01ff_0001 & x.rotate_left(17);
             let want = (0..8)
