@@ -61,9 +61,13 @@ struct Model {
 
 fn check_read(store: &PayloadStore, m: &Model, idx: usize) {
     let id = idx as u128;
+    // `done` first: a delete that finishes after it was read has a larger
+    // `deletes_started`; one that finished before it has already stored
+    // DELETED (the writer does that before counting it done), so the state
+    // read next shows it or a later append
+    let done = m.deletes_done[idx].load(Ordering::Acquire);
     let state = m.state[idx].load(Ordering::Acquire);
     let before = m.version[idx].load(Ordering::Acquire);
-    let done = m.deletes_done[idx].load(Ordering::Acquire);
     match store.get(id).expect("get failed") {
         Some(bytes) => {
             let v = u32::from_le_bytes(bytes[..4].try_into().unwrap());
@@ -153,8 +157,8 @@ fn main() {
                         {
                             m.deletes_started[idx].fetch_add(1, Ordering::Release);
                             store.delete(idx as u128).expect("delete");
-                            m.deletes_done[idx].fetch_add(1, Ordering::Release);
                             m.state[idx].store(DELETED, Ordering::Release);
+                            m.deletes_done[idx].fetch_add(1, Ordering::Release);
                         } else {
                             let v = m.version[idx].load(Ordering::Relaxed) + 1;
                             store
