@@ -226,3 +226,115 @@ fn pipelined_batches_beside_appends_and_readers() {
         check(&PayloadStore::open_with_backend(t.store(), backend).unwrap());
     }
 }
+
+/// The RAM table grows several times while it is being filled (from 64K
+/// slots on, in a helper thread: src/index/memory.rs, Growing), with
+/// replacements and deletes among the appends. Two readers check, the
+/// whole time, every id whose fate is settled: ids below the published
+/// mark that are never touched again must read back exactly; deleted ones
+/// must be absent.
+#[test]
+fn readers_agree_while_the_table_grows() {
+    let dir = TempDir::new("grow");
+    let store = PayloadStore::open(dir.store()).unwrap();
+    const N: u64 = 240_000;
+    const BATCH: u64 = 1000;
+    // id k: appended in batch k / BATCH; ids k % 7 == 3 are replaced by a
+    // second version in the next batch, ids k % 11 == 5 deleted in it
+    // small payloads: the table is what is being tested
+    let body = |k: u64, version: u32| {
+        let mut v = version.to_le_bytes().to_vec();
+        v.extend(payload(
+            u128::from(k) | u128::from(version) << 100,
+            20 + (k % 100) as usize,
+        ));
+        v
+    };
+    let settled = AtomicU64::new(0); // ids below this have their final state
+    let done = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for r in 0..2u64 {
+            let (store, settled, done, reads) = (&store, &settled, &done, &reads);
+            s.spawn(move || {
+                let mut rng = Rng(r + 1);
+                while !done.load(Ordering::Acquire) {
+                    let below = settled.load(Ordering::Acquire);
+                    if below == 0 {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    for _ in 0..256 {
+                        let k = rng.below(below);
+                        let got = store.get(u128::from(k)).unwrap();
+                        let want = if k % 11 == 5 {
+                            None
+                        } else {
+                            Some(body(k, if k % 7 == 3 { 2 } else { 1 }))
+                        };
+                        assert_eq!(got, want, "id {k}, settled below {below}");
+                    }
+                    reads.fetch_add(256, Ordering::Relaxed);
+                }
+            });
+        }
+        let mut prev: Vec<u64> = Vec::new();
+        for start in (0..N).step_by(BATCH as usize) {
+            let ids: Vec<u64> = (start..start + BATCH).collect();
+            let bodies: Vec<Vec<u8>> = ids.iter().map(|&k| body(k, 1)).collect();
+            let mut batch: Vec<(u128, &[u8])> = ids
+                .iter()
+                .zip(&bodies)
+                .map(|(&k, b)| (u128::from(k), &b[..]))
+                .collect();
+            let again: Vec<Vec<u8>> = prev
+                .iter()
+                .filter(|k| *k % 7 == 3)
+                .map(|&k| body(k, 2))
+                .collect();
+            batch.extend(
+                prev.iter()
+                    .filter(|k| *k % 7 == 3)
+                    .zip(&again)
+                    .map(|(&k, b)| (u128::from(k), &b[..])),
+            );
+            store.append_batch(&batch, None).unwrap();
+            for &k in prev.iter().filter(|k| *k % 11 == 5) {
+                assert!(store.delete(u128::from(k)).unwrap());
+            }
+            settled.store(start, Ordering::Release);
+            prev = ids;
+        }
+        let again: Vec<Vec<u8>> = prev
+            .iter()
+            .filter(|k| *k % 7 == 3)
+            .map(|&k| body(k, 2))
+            .collect();
+        let batch: Vec<(u128, &[u8])> = prev
+            .iter()
+            .filter(|k| *k % 7 == 3)
+            .zip(&again)
+            .map(|(&k, b)| (u128::from(k), &b[..]))
+            .collect();
+        store.append_batch(&batch, None).unwrap();
+        for &k in prev.iter().filter(|k| *k % 11 == 5) {
+            assert!(store.delete(u128::from(k)).unwrap());
+        }
+        settled.store(N, Ordering::Release);
+        // both readers check at least one round after the last mark
+        let then = reads.load(Ordering::Relaxed);
+        while reads.load(Ordering::Relaxed) < then + 2 * 256 {
+            std::thread::yield_now();
+        }
+        done.store(true, Ordering::Release);
+    });
+    let live = (0..N).filter(|k| k % 11 != 5).count();
+    assert_eq!(store.len(), live);
+    for k in 0..N {
+        let want = (k % 11 != 5).then(|| body(k, if k % 7 == 3 { 2 } else { 1 }));
+        assert_eq!(store.get(u128::from(k)).unwrap(), want, "id {k}");
+    }
+    drop(store);
+    let store = PayloadStore::open(dir.store()).unwrap();
+    assert_eq!(store.len(), live);
+}

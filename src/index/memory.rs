@@ -11,7 +11,7 @@
 //!                                   (eight to a u64 word, see `slots`)
 //! slot (u64, shared with readers):  bits 0..44  record offset in the log
 //!                                   bits 44..64 tag bits 7..27
-//! hi   (u8, writer only):           tag bits 27..32
+//! hi   (u8, read by the grower):    tag bits 27..32
 //! ```
 //!
 //! A lookup scans the control bytes from the id's home position, a word of
@@ -23,8 +23,9 @@
 //! miss usually stays in the CPU caches, where the slots of a large table
 //! do not (misses 2.5x faster: BENCHMARKS.md, run 11; eight at a time,
 //! another 1.17x: run 12).
-//! The writer keeps the last 5 tag bits so that growing the table can place
-//! every entry again from its tag alone, without touching the log. Offsets
+//! The table keeps the last 5 tag bits (readers never look at them) so
+//! that growing it can place every entry again from its tag alone, without
+//! touching the log. Offsets
 //! fit 44 bits because the log is at most 16 TiB (`MAX_LOG_LEN`).
 //!
 //! The checkpoint keeps the layout it always had (a u64 per slot with a
@@ -36,7 +37,7 @@
 //! the control byte takes the low ones, which neighbouring entries do not
 //! share. The table grows by rebuilding at 80% occupancy to a size where
 //! live entries fill 53%: 10 B / 0.8 … 10 B / 0.53 = 12.5 … 18.8 B per
-//! payload. Deletes shrink it the same way: when live entries fill less
+//! payload (large tables: 46.7 … 80%, 12.5 … 21.4 B, see Growing). Deletes shrink it the same way: when live entries fill less
 //! than 1/4 of it, it is rebuilt to 53% (so RAM follows the live count, at
 //! most 40 B per payload after mass deletes, and growing and shrinking are
 //! both amortized O(1) per operation). `reserve` (the store's
@@ -59,11 +60,50 @@
 //! Growing builds a new table and publishes it with one pointer swap;
 //! readers still on the old one see the same contents (the writer does not
 //! change it meanwhile), and it is freed when the last of them lets go.
+//!
+//! # Growing
+//!
+//! A rebuild of a table of a million entries takes 15-35 ms, most of it
+//! touching the new table's memory for the first time; done by the writer,
+//! the append that crosses the threshold waits that long, and a bulk load
+//! spends 8-17 % of its time in rebuilds (BENCHMARKS.md, run 13). So from
+//! `GROW_IN_BACKGROUND_FROM` slots on, a helper thread builds the next table
+//! while the writer goes on using the current one:
+//!
+//! 1. At 70 % occupancy the writer starts the helper on a table sized for
+//!    every entry the current one can take before it is full (80 %): 1.5x
+//!    its size, as a rebuild at 80 % would make it. From then on the writer
+//!    notes every change it makes to the current table in a journal
+//!    (`Change`: an id's tag, and its entry's offset before and after).
+//! 2. The helper copies every entry of the current table into the new one,
+//!    reading each slot while the writer may be changing it. It reads the
+//!    control byte, the slot, the high byte, then the slot and the control
+//!    byte again, with `Acquire`, until the two reads agree; the writer
+//!    stores high byte, slot and control byte in that order with `Release`.
+//!    A slot's value never comes back once changed (each is a different
+//!    record's offset), so agreeing reads saw one state of the entry, and
+//!    the high byte read between them belongs to it (the writer only changes
+//!    a high byte after the slot became deleted).
+//! 3. When the helper is done (the writer checks at each change), or the
+//!    current table reaches 80 % and the writer waits for it, the writer
+//!    replays the journal on the new table and publishes it. The helper
+//!    copied each slot at some moment after the journal began, so an entry
+//!    that changed meanwhile may be in the new table in any of its states
+//!    (any offset the journal names for it, or the one before), or not at
+//!    all. The replay works out from the journal which offsets are still
+//!    entries at its end, deletes every other offset it names from the new
+//!    table (found by tag and exact offset; offsets are unique), and
+//!    inserts the ones still entries where the copy lacks them.
+//!
+//! A rebuild the writer must make at once (a shrink after deletes,
+//! `reserve`) first stops the helper and discards its table. While a table
+//! grows, the next one (1.5x) exists beside it, as during any rebuild.
 
 use super::slots::Slots;
 use arc_swap::ArcSwap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 const EMPTY: u64 = 0;
 const DELETED: u64 = u64::MAX;
@@ -90,6 +130,14 @@ const SHRINK_BELOW_DEN: u64 = 4;
 /// Live entries fill 8/15 (53%) of a freshly rebuilt table.
 const REBUILD_NUM: u64 = 15;
 const REBUILD_DEN: u64 = 8;
+/// Occupancy from which a large table's successor is built by a helper
+/// thread: 7/10 (see the module docs, Growing).
+const GROW_FROM_NUM: u64 = 7;
+const GROW_FROM_DEN: u64 = 10;
+/// Tables of fewer slots are rebuilt by the writer (a millisecond or less).
+const GROW_IN_BACKGROUND_FROM: u64 = 1 << 16;
+/// The high bit of every byte: the control bytes of entries (`0x80 | …`).
+const BYTES_HI: u64 = 0x8080_8080_8080_8080;
 
 /// Slots of a table that `entries` fill to the rebuild target (53 %).
 fn capacity_for(entries: u64) -> u64 {
@@ -172,9 +220,134 @@ impl Table {
         self.slots.set_ctrl(i, ctrl, order);
     }
 
+    /// Stores a new entry at `i`: its high byte, then the slot and the
+    /// control byte (see the module docs, Growing).
+    #[inline]
+    fn set_entry(&self, i: usize, v: u64, tag: u32, order: Ordering) {
+        self.slots.hi()[i].store((tag >> 27) as u8, order);
+        self.set(i, v, ctrl_of(tag), order);
+    }
+
     #[inline]
     fn cap(&self) -> u64 {
         self.slots.len() as u64
+    }
+
+    /// The slot value and whole tag of the entry at `j`, or `None` if it
+    /// holds none; one state of it even while the writer changes it (see
+    /// the module docs, Growing).
+    fn read_entry(&self, j: usize) -> Option<(u64, u32)> {
+        loop {
+            let c = self.slots.ctrl(j, Ordering::Acquire);
+            if c < 0x80 {
+                return None;
+            }
+            let v = self.slots[j].load(Ordering::Acquire);
+            let h = self.slots.hi()[j].load(Ordering::Acquire);
+            if v != EMPTY
+                && v != DELETED
+                && self.slots[j].load(Ordering::Acquire) == v
+                && self.slots.ctrl(j, Ordering::Acquire) == c
+            {
+                return Some((v, tag_from(c, v, h)));
+            }
+        }
+    }
+
+    /// Puts an entry into the first empty or deleted slot from its home,
+    /// for a table nobody reads yet; true if that slot was empty.
+    fn place(&self, v: u64, tag: u32) -> bool {
+        let mut i = self.home(tag);
+        loop {
+            let c = self.slots.ctrl(i, Ordering::Relaxed);
+            if c == C_EMPTY || c == C_DELETED {
+                self.set_entry(i, v, tag, Ordering::Relaxed);
+                return c == C_EMPTY;
+            }
+            i = self.next(i);
+        }
+    }
+
+    /// Copies the entries of control words `words` of `self` into `new`
+    /// (empty at first, read by nobody yet); returns how many. `self` may
+    /// be changing meanwhile (see `read_entry`).
+    fn copy_into(&self, new: &Table, words: std::ops::Range<usize>) -> u64 {
+        let mut copied = 0;
+        let ctrl = self.slots.ctrl_words();
+        for w in words {
+            let mut entries = ctrl[w].load(Ordering::Acquire) & BYTES_HI;
+            while entries != 0 {
+                let j = w * 8 + (entries.trailing_zeros() / 8) as usize;
+                entries &= entries - 1;
+                if let Some((v, tag)) = self.read_entry(j) {
+                    new.place(v, tag);
+                    copied += 1;
+                }
+            }
+        }
+        copied
+    }
+
+    /// A new table of `cap` slots with every entry of `self`, or `None`
+    /// if `stop` was set first.
+    fn grown(&self, cap: u64, stop: &AtomicBool) -> Option<(Table, u64)> {
+        const STEP: usize = 4096; // control words between looks at `stop`
+        let new = Table::new(cap);
+        let words = self.slots.ctrl_words().len();
+        let mut entries = 0;
+        for start in (0..words).step_by(STEP) {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            entries += self.copy_into(&new, start..(start + STEP).min(words));
+        }
+        Some((new, entries))
+    }
+
+    /// Brings a grown table nobody reads yet up to date with the changes
+    /// journalled while it was copied (see the module docs, Growing);
+    /// returns how many empty slots that took.
+    fn replay(&self, journal: &[Change]) -> u64 {
+        // The entries the changes leave, as (offset, tag). While a table is
+        // filled (the common case) every change is an insert, and each one
+        // stays.
+        let last: Vec<(u64, u32)> = if journal.iter().all(|ch| ch.old == 0 && ch.new != 0) {
+            journal.iter().map(|ch| (ch.new, ch.tag)).collect()
+        } else {
+            let mut last = std::collections::HashMap::with_capacity(journal.len());
+            for ch in journal {
+                last.remove(&ch.old);
+                if ch.new != 0 {
+                    last.insert(ch.new, ch.tag);
+                }
+            }
+            // Any other state the copy may hold of an entry that changed goes.
+            for ch in journal {
+                for o in [ch.old, ch.new] {
+                    if o != 0 && !last.contains_key(&o) {
+                        if let Some((i, _)) = self.find(ch.tag, |at| at == o) {
+                            self.set(i, DELETED, C_DELETED, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            last.into_iter().collect()
+        };
+        // Each entry's home lines are fetched a few entries ahead: the
+        // table is larger than the caches, and the lookups are independent.
+        const AHEAD: usize = 16;
+        let mut took = 0;
+        for (k, &(o, tag)) in last.iter().enumerate() {
+            if let Some(&(_, ahead)) = last.get(k + AHEAD) {
+                let i = self.home(ahead);
+                crate::sys::prefetch_line(&self.slots.ctrl_words()[i / 8]);
+                crate::sys::prefetch_line(&self.slots[i]);
+            }
+            if self.find(tag, |at| at == o).is_none() {
+                took += u64::from(self.place(pack(o, tag), tag));
+            }
+        }
+        took
     }
 
     #[inline]
@@ -252,14 +425,72 @@ pub struct MemWriter {
     /// The table readers see (only the writer replaces it, so holding it
     /// here spares the writer the shared pointer load on every update).
     table: Arc<Table>,
-    /// Tag bits 27..32 of each slot's entry.
-    hi: Vec<u8>,
     /// Entries plus deleted marks (what probes walk over).
     occupied: u64,
     /// Entries.
     live: u64,
     /// Rebuilds never make the table smaller than this (`reserve`).
     min_cap: u64,
+    /// The next table, while a helper builds it.
+    growth: Option<Growth>,
+    /// Tables from this many slots grow in the background (cleared if a
+    /// helper thread cannot be started).
+    grow_in_background_from: u64,
+}
+
+/// A successor of the current table being built by a helper thread (see
+/// the module docs, Growing). Dropping it stops the helper and waits for
+/// it.
+struct Growth {
+    helper: Option<JoinHandle<Option<(Table, u64)>>>,
+    stop: Arc<AtomicBool>,
+    /// Every change made to the current table since the helper started.
+    journal: Vec<Change>,
+}
+
+/// A change to the entry of `tag`: from offset `old` to offset `new` (0:
+/// no entry, before or after).
+#[derive(Clone, Copy, Debug)]
+struct Change {
+    tag: u32,
+    old: u64,
+    new: u64,
+}
+
+impl Growth {
+    fn finished(&self) -> bool {
+        self.helper.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for Growth {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.helper.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl MemWriter {
+    fn new(table: Arc<Table>, occupied: u64, live: u64) -> MemWriter {
+        MemWriter {
+            table,
+            occupied,
+            live,
+            min_cap: MIN_SLOTS,
+            growth: None,
+            grow_in_background_from: GROW_IN_BACKGROUND_FROM,
+        }
+    }
+
+    /// Notes a change for the table being grown, if any.
+    #[inline]
+    fn journal(&mut self, tag: u32, old: u64, new: u64) {
+        if let Some(g) = &mut self.growth {
+            g.journal.push(Change { tag, old, new });
+        }
+    }
 }
 
 /// The in-memory index.
@@ -280,16 +511,7 @@ impl MemIndex {
         let idx = MemIndex {
             table: ArcSwap::new(table.clone()),
         };
-        (
-            idx,
-            MemWriter {
-                table,
-                hi: vec![0; cap as usize],
-                occupied: 0,
-                live: 0,
-                min_cap: MIN_SLOTS,
-            },
-        )
+        (idx, MemWriter::new(table, 0, 0))
     }
 
     /// Looks up the record offset of an id; `confirm(offset)` checks that the
@@ -332,6 +554,10 @@ impl MemIndex {
         let t = &w.table;
         if let Some((i, old)) = t.find(tag, confirm) {
             t.set(i, pack(off, tag), ctrl_of(tag), Ordering::Release);
+            w.journal(tag, old, off);
+            if w.growth.as_ref().is_some_and(Growth::finished) {
+                self.finish_growth(w);
+            }
             return Some(old);
         }
         // Absent: take the first deleted or empty slot of the probe sequence.
@@ -345,16 +571,88 @@ impl MemIndex {
                     w.occupied += 1;
                 }
                 w.live += 1;
-                w.hi[i] = (tag >> 27) as u8;
-                t.set(i, pack(off, tag), ctrl_of(tag), Ordering::Release);
+                t.set_entry(i, pack(off, tag), tag, Ordering::Release);
                 break;
             }
             i = t.next(i);
         }
-        if w.occupied * MAX_LOAD_DEN > t.cap() * MAX_LOAD_NUM {
-            self.rebuild(w);
-        }
+        w.journal(tag, 0, off);
+        self.grow_if_due(w);
         None
+    }
+
+    /// After an insert: finishes, starts or makes the growth that is due.
+    fn grow_if_due(&self, w: &mut MemWriter) {
+        let cap = w.table.cap();
+        let full = w.occupied * MAX_LOAD_DEN > cap * MAX_LOAD_NUM;
+        if let Some(g) = &w.growth {
+            if full || g.finished() {
+                self.finish_growth(w);
+            }
+        } else if full {
+            self.rebuild(w);
+        } else if cap >= w.grow_in_background_from
+            && w.occupied * GROW_FROM_DEN > cap * GROW_FROM_NUM
+        {
+            self.start_growth(w);
+        }
+    }
+
+    /// Starts a helper thread on the next table (see the module docs,
+    /// Growing). If no thread can be started, this table and later ones
+    /// are rebuilt by the writer.
+    fn start_growth(&self, w: &mut MemWriter) {
+        let cap = w.table.cap();
+        // every entry the table can take before it is full
+        let headroom = (cap * MAX_LOAD_NUM / MAX_LOAD_DEN).saturating_sub(w.occupied);
+        let new_cap = capacity_for(w.live + headroom).max(w.min_cap);
+        let (old, stop) = (w.table.clone(), Arc::new(AtomicBool::new(false)));
+        let stop_seen = stop.clone();
+        let helper = std::thread::Builder::new()
+            .name("payloadstore-index-grow".into())
+            .spawn(move || old.grown(new_cap, &stop_seen));
+        match helper {
+            Ok(h) => {
+                w.growth = Some(Growth {
+                    helper: Some(h),
+                    stop,
+                    journal: Vec::new(),
+                })
+            }
+            Err(_) => w.grow_in_background_from = u64::MAX,
+        }
+    }
+
+    /// Waits for the helper, replays the journal on its table and
+    /// publishes it. A helper that failed is replaced by a rebuild.
+    fn finish_growth(&self, w: &mut MemWriter) {
+        let Some(mut g) = w.growth.take() else {
+            return;
+        };
+        match g.helper.take().and_then(|h| h.join().ok()).flatten() {
+            Some((table, entries)) => {
+                let journal = std::mem::take(&mut g.journal);
+                self.install(w, table, entries, journal);
+            }
+            None => self.rebuild(w),
+        }
+    }
+
+    /// Publishes a grown table after replaying `journal` on it.
+    fn install(&self, w: &mut MemWriter, table: Table, entries: u64, journal: Vec<Change>) {
+        let occupied = entries + table.replay(&journal);
+        debug_assert_eq!(
+            table
+                .slots
+                .iter()
+                .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
+                .count() as u64,
+            w.live
+        );
+        w.occupied = occupied;
+        w.table = Arc::new(table);
+        // The swap publishes every slot stored above (ArcSwap stores with release).
+        self.table.store(w.table.clone());
     }
 
     /// RAM a table sized for `expected` entries takes (see `reserve`).
@@ -382,7 +680,7 @@ impl MemIndex {
         let i = w.table.home(tag_of(id));
         crate::sys::prefetch_line(&w.table.slots.ctrl_words()[i / 8]);
         crate::sys::prefetch_line(&w.table.slots[i]);
-        crate::sys::prefetch_ptr((&w.hi[i] as *const u8).cast());
+        crate::sys::prefetch_ptr((&w.table.slots.hi()[i] as *const AtomicU8).cast());
     }
 
     /// Removes `id`; returns its offset if it was present.
@@ -393,55 +691,35 @@ impl MemIndex {
         confirm: impl FnMut(u64) -> bool,
     ) -> Option<u64> {
         let t = &w.table;
-        let (i, old) = t.find(tag_of(id), confirm)?;
+        let tag = tag_of(id);
+        let (i, old) = t.find(tag, confirm)?;
         t.set(i, DELETED, C_DELETED, Ordering::Release);
         w.live -= 1;
+        w.journal(tag, old, 0);
         // Give memory back after mass deletes: below 1/4 full, rebuild to
         // the 53 % of a fresh table (so the next shrink is far away too).
         if w.live * SHRINK_BELOW_DEN < w.table.cap()
             && w.table.cap() > (MIN_SLOTS * SHRINK_BELOW_DEN).max(w.min_cap)
         {
             self.rebuild(w);
+        } else if w.growth.as_ref().is_some_and(Growth::finished) {
+            self.finish_growth(w);
         }
         Some(old)
     }
 
-    /// Rebuilds the table for the live entries (dropping deleted marks).
+    /// Rebuilds the table for the live entries (dropping deleted marks), at
+    /// once. A table being grown in the background is discarded.
     fn rebuild(&self, w: &mut MemWriter) {
-        let old = w.table.clone();
-        // `live` is kept by every update; no pass over the old table to count
-        debug_assert_eq!(
-            old.slots
-                .iter()
-                .filter(|s| !matches!(s.load(Ordering::Relaxed), EMPTY | DELETED))
-                .count() as u64,
-            w.live
-        );
+        w.growth = None;
         let cap = capacity_for(w.live).max(w.min_cap);
-        let new = Table::new(cap);
-        let mut hi = vec![0u8; cap as usize];
-        let mut occupied = 0;
-        for (j, (s, &h)) in old.slots.iter().zip(&w.hi).enumerate() {
-            let v = s.load(Ordering::Relaxed);
-            if v == EMPTY || v == DELETED {
-                continue;
-            }
-            let c = old.slots.ctrl(j, Ordering::Relaxed);
-            let tag = tag_from(c, v, h);
-            let mut i = new.home(tag);
-            while new.slots.ctrl(i, Ordering::Relaxed) != C_EMPTY {
-                i = new.next(i);
-            }
-            new.set(i, v, c, Ordering::Relaxed);
-            hi[i] = h;
-            occupied += 1;
-        }
-        w.hi = hi;
-        w.occupied = occupied;
-        w.live = occupied;
-        w.table = Arc::new(new);
-        // The swap publishes every slot stored above (ArcSwap stores with release).
-        self.table.store(w.table.clone());
+        let (new, entries) = w
+            .table
+            .grown(cap, &AtomicBool::new(false))
+            .expect("never stopped");
+        // `live` is kept by every update
+        debug_assert_eq!(entries, w.live);
+        self.install(w, new, entries, Vec::new());
     }
 
     /// RAM the index uses now.
@@ -456,8 +734,8 @@ impl MemIndex {
         let t = &w.table;
         let mut slots = Vec::with_capacity(t.slots.len());
         let mut hi = Vec::with_capacity(t.slots.len());
-        for (i, (s, &h)) in t.slots.iter().zip(&w.hi).enumerate() {
-            let v = s.load(Ordering::Relaxed);
+        for (i, (s, h)) in t.slots.iter().zip(t.slots.hi()).enumerate() {
+            let (v, h) = (s.load(Ordering::Relaxed), h.load(Ordering::Relaxed));
             if v == EMPTY || v == DELETED {
                 slots.push(v);
                 hi.push(0);
@@ -487,12 +765,11 @@ impl MemIndex {
         }
         let n = slots.len();
         let table = Table::new(n as u64);
-        let mut hi = vec![0u8; n];
         // `Table::set`'s stores, on slices taken once and a control word
         // stored once per eight slots: per slot through `set` this loop took
         // 225-290 ms instead of 205 for 10M entries.
         let (dst, ctrl) = (&table.slots[..n], table.slots.ctrl_words());
-        let (hi16, hi_bytes) = (&hi16[..n], &mut hi[..n]);
+        let (hi16, hi_bytes) = (&hi16[..n], &table.slots.hi()[..n]);
         let mut word = 0u64;
         for i in 0..n {
             if i % 8 == 0 && i > 0 {
@@ -506,7 +783,7 @@ impl MemIndex {
                     if off == 0 || off > OFFSET_MASK {
                         return None;
                     }
-                    hi_bytes[i] = (tag >> 27) as u8;
+                    hi_bytes[i].store((tag >> 27) as u8, Ordering::Relaxed);
                     (pack(off, tag), ctrl_of(tag))
                 }
             };
@@ -518,16 +795,7 @@ impl MemIndex {
         let idx = MemIndex {
             table: ArcSwap::new(table.clone()),
         };
-        Some((
-            idx,
-            MemWriter {
-                table,
-                hi,
-                occupied,
-                live,
-                min_cap: MIN_SLOTS,
-            },
-        ))
+        Some((idx, MemWriter::new(table, occupied, live)))
     }
 
     /// Calls `f(offset)` for every live entry.
@@ -715,6 +983,196 @@ mod tests {
                 .fold(0u64, |m, b| m | 0x80 << (8 * b));
             assert_eq!(zero_bytes(v), want, "{v:#018x}");
         }
+    }
+
+    /// One random change through the writer, mirrored in `model` (id →
+    /// offset) and `at` (offset → id); returns it as the journal has it.
+    fn random_change(
+        idx: &MemIndex,
+        w: &mut MemWriter,
+        rng: &mut crate::test_rng::XorShift,
+        model: &mut HashMap<u128, u64>,
+        at: &mut HashMap<u64, u128>,
+        next_off: &mut u64,
+        ids: u128,
+    ) -> Change {
+        let id = u128::from(rng.next()) % ids;
+        let tag = tag_of(id);
+        let old = model.get(&id).copied().unwrap_or(0);
+        if old != 0 && rng.next().is_multiple_of(3) {
+            assert_eq!(idx.remove(w, id, |o| at.get(&o) == Some(&id)), Some(old));
+            model.remove(&id);
+            return Change { tag, old, new: 0 };
+        }
+        *next_off += 8;
+        let new = *next_off;
+        at.insert(new, id);
+        let prev = idx.upsert(w, id, new, |o| at.get(&o) == Some(&id));
+        assert_eq!(prev.unwrap_or(0), old);
+        model.insert(id, new);
+        Change { tag, old, new }
+    }
+
+    fn assert_holds(
+        idx: &MemIndex,
+        model: &HashMap<u128, u64>,
+        at: &HashMap<u64, u128>,
+        ids: u128,
+    ) {
+        for id in 0..ids {
+            assert_eq!(
+                idx.get(id, |o| at.get(&o) == Some(&id)),
+                model.get(&id).copied(),
+                "id {id}"
+            );
+        }
+        let mut count = 0;
+        idx.for_each_offset(|_| count += 1);
+        assert_eq!(count, model.len());
+    }
+
+    /// Growing in the background, with every interleaving of the helper's
+    /// copy and the writer's changes taken apart: the copy runs a few
+    /// control words at a time between batches of inserts, replacements,
+    /// deletes and inserts into deleted slots, then the journal is replayed
+    /// (`install`). The result must hold exactly the current entries, with
+    /// the counts right for further growth.
+    #[test]
+    fn a_copy_interleaved_with_changes_ends_in_the_current_state() {
+        let mut rng = crate::test_rng::XorShift(0x005e_ed0f_9a0e);
+        for round in 0..20 {
+            let ids = 3000u128;
+            let (idx, mut w) = MemIndex::new(4000);
+            idx.reserve(&mut w, 4000); // no shrinking either
+            w.grow_in_background_from = u64::MAX; // the test is the helper
+            let (mut model, mut at, mut next_off) = (HashMap::new(), HashMap::new(), 1000u64);
+            for _ in 0..2000 {
+                random_change(
+                    &idx,
+                    &mut w,
+                    &mut rng,
+                    &mut model,
+                    &mut at,
+                    &mut next_off,
+                    ids,
+                );
+            }
+            let old = w.table.clone();
+            let new = Table::new(capacity_for(4000) * 3 / 2);
+            let words = old.slots.ctrl_words().len();
+            let (mut copied, mut journal, mut pos) = (0, Vec::new(), 0);
+            while pos < words {
+                let step = 1 + (rng.next() % 40) as usize;
+                copied += old.copy_into(&new, pos..(pos + step).min(words));
+                pos += step;
+                for _ in 0..rng.next() % (5 + round) {
+                    let ch = random_change(
+                        &idx,
+                        &mut w,
+                        &mut rng,
+                        &mut model,
+                        &mut at,
+                        &mut next_off,
+                        ids,
+                    );
+                    journal.push(ch);
+                }
+            }
+            assert_eq!(w.table.cap(), old.cap(), "no rebuild meanwhile");
+            idx.install(&mut w, new, copied, journal);
+            assert_holds(&idx, &model, &at, ids);
+            // and it goes on working: more changes, growing again
+            for _ in 0..6000 {
+                random_change(
+                    &idx,
+                    &mut w,
+                    &mut rng,
+                    &mut model,
+                    &mut at,
+                    &mut next_off,
+                    8000,
+                );
+            }
+            assert_holds(&idx, &model, &at, 8000);
+        }
+    }
+
+    /// The real helper thread: a table grown in the background many times
+    /// under inserts, replacements and deletes, while a reader looks up
+    /// ids that stay present throughout and must always find them.
+    #[test]
+    fn tables_grown_by_the_helper_hold_every_entry() {
+        use std::sync::atomic::AtomicBool;
+        let (idx, mut w) = MemIndex::new(0);
+        w.grow_in_background_from = 256;
+        let mut rng = crate::test_rng::XorShift(0x0dd_ba11);
+        let (mut model, mut at, mut next_off) = (HashMap::new(), HashMap::new(), 1000u64);
+        // ids 1 << 64 .. + 500 are inserted first and never changed
+        let stable: Vec<(u128, u64)> = (0..500u128)
+            .map(|k| ((1 << 64) + k, (1 << 40) + k as u64 * 8))
+            .collect();
+        let stable_at: HashMap<u64, u128> = stable.iter().map(|&(id, o)| (o, id)).collect();
+        for &(id, off) in &stable {
+            assert_eq!(
+                idx.upsert(&mut w, id, off, |o| stable_at.get(&o) == Some(&id)),
+                None
+            );
+        }
+        let done = AtomicBool::new(false);
+        // ends the reader however the writer's loop ends (a failed assertion
+        // included)
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let mut grew = 0;
+        std::thread::scope(|s| {
+            let _done = Done(&done);
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    for &(id, off) in &stable {
+                        assert_eq!(idx.get(id, |o| o == off), Some(off), "stable id {id}");
+                    }
+                }
+            });
+            let mut cap = w.table.cap();
+            for k in 0..200_000u64 {
+                // ids grow with k, so the table keeps growing
+                let ids = 1000 + u128::from(k / 2);
+                let ch = random_change(
+                    &idx,
+                    &mut w,
+                    &mut rng,
+                    &mut model,
+                    &mut at,
+                    &mut next_off,
+                    ids,
+                );
+                assert!(ch.new != 0 || ch.old != 0);
+                if w.table.cap() != cap {
+                    grew += 1;
+                    cap = w.table.cap();
+                }
+            }
+        });
+        assert!(grew >= 5, "grew {grew} times");
+        for &(id, off) in &stable {
+            model.insert(id, off);
+            at.insert(off, id);
+        }
+        // ids below 101_000 were used; the stable ones are counted too
+        for id in 0..101_000u128 {
+            assert_eq!(
+                idx.get(id, |o| at.get(&o) == Some(&id)),
+                model.get(&id).copied(),
+                "id {id}"
+            );
+        }
+        let mut count = 0;
+        idx.for_each_offset(|_| count += 1);
+        assert_eq!(count, model.len());
     }
 
     /// Mass deletes give the table's memory back; what is left is found.

@@ -1,6 +1,6 @@
-//! A zero-initialised array of atomic slots for the RAM table, and one
-//! control byte per slot beside it, backed by transparent huge pages when
-//! large.
+//! A zero-initialised array of atomic slots for the RAM table, one control
+//! byte per slot beside it and one high tag byte per slot after those,
+//! backed by transparent huge pages when large.
 //!
 //! The control bytes are packed eight to an `AtomicU64` word (slot `i` is
 //! byte `i % 8`, counted from the least significant, of word `i / 8`), so a
@@ -14,7 +14,7 @@
 //! any platform or kernel where the anonymous map fails, use the heap.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Words holding the control bytes of `len` slots.
 #[inline]
@@ -27,12 +27,12 @@ pub fn ctrl_words(len: usize) -> usize {
 const MAP_FROM_BYTES: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `len` atomic u64 slots and `len` control bytes (in `len.div_ceil(8)`
-/// atomic words), all zero at first.
+/// `len` atomic u64 slots, `len` control bytes (in `len.div_ceil(8)`
+/// atomic words) and `len` high bytes, all zero at first.
 pub struct Slots(Backing);
 
 enum Backing {
-    Heap(Box<[AtomicU64]>, Box<[AtomicU64]>),
+    Heap(Box<[AtomicU64]>, Box<[AtomicU64]>, Box<[AtomicU8]>),
     Map {
         /// Start of the whole anonymous map (for `munmap`).
         base: *mut libc::c_void,
@@ -41,6 +41,8 @@ enum Backing {
         slots: *const AtomicU64,
         /// First control word: right after the last slot.
         ctrl: *const AtomicU64,
+        /// First high byte: right after the last control word.
+        hi: *const AtomicU8,
         len: usize,
     },
 }
@@ -55,7 +57,7 @@ unsafe impl Sync for Slots {}
 impl Slots {
     /// `len` zeroed slots and control bytes.
     pub fn zeroed(len: usize) -> Slots {
-        let bytes = (len + ctrl_words(len)) * size_of::<AtomicU64>();
+        let bytes = (len + ctrl_words(len)) * size_of::<AtomicU64>() + len;
         if bytes >= MAP_FROM_BYTES {
             if let Some(s) = Self::map(len, bytes) {
                 return s;
@@ -64,7 +66,21 @@ impl Slots {
         Slots(Backing::Heap(
             (0..len).map(|_| AtomicU64::new(0)).collect(),
             (0..ctrl_words(len)).map(|_| AtomicU64::new(0)).collect(),
+            (0..len).map(|_| AtomicU8::new(0)).collect(),
         ))
+    }
+
+    /// One byte per slot for the table's own use (the high tag bits).
+    #[inline]
+    pub fn hi(&self) -> &[AtomicU8] {
+        match &self.0 {
+            Backing::Heap(_, _, h) => h,
+            // SAFETY: `hi` points to `len` bytes right after the control
+            // words, inside the same live zero-filled read-write mapping
+            // (zero is a valid AtomicU8, which has no alignment beyond 1),
+            // which lives as long as `self`.
+            Backing::Map { hi, len, .. } => unsafe { std::slice::from_raw_parts(*hi, *len) },
+        }
     }
 
     /// The control words, eight control bytes each (see the module docs);
@@ -72,7 +88,7 @@ impl Slots {
     #[inline]
     pub fn ctrl_words(&self) -> &[AtomicU64] {
         match &self.0 {
-            Backing::Heap(_, c) => c,
+            Backing::Heap(_, c, _) => c,
             // SAFETY: `ctrl` is 8-byte aligned and points to
             // `ctrl_words(len)` words right after the slots, inside the same
             // live zero-filled read-write mapping (zero is a valid
@@ -130,11 +146,16 @@ impl Slots {
             base,
             map_len,
             slots: start.cast::<AtomicU64>().cast_const(),
-            // SAFETY: the control words take `[len * 8, bytes)` from `start`
-            // (8-byte aligned, as `start` is), and `bytes <= used`: inside
-            // the map.
+            // SAFETY: the control words take `[len * 8, len * 8 +
+            // ctrl_words(len) * 8)` from `start` (8-byte aligned, as `start`
+            // is), below `bytes <= used`: inside the map.
             ctrl: unsafe { start.add(len * size_of::<AtomicU64>()) }
                 .cast::<AtomicU64>()
+                .cast_const(),
+            // SAFETY: the high bytes take the last `len` bytes of `[0,
+            // bytes)` from `start`, after the control words: inside the map.
+            hi: unsafe { start.add((len + ctrl_words(len)) * size_of::<AtomicU64>()) }
+                .cast::<AtomicU8>()
                 .cast_const(),
             len,
         }))
@@ -151,7 +172,7 @@ impl Deref for Slots {
     #[inline]
     fn deref(&self) -> &[AtomicU64] {
         match &self.0 {
-            Backing::Heap(b, _) => b,
+            Backing::Heap(b, _, _) => b,
             // SAFETY: `slots` is 8-byte aligned (huge-page aligned), points to
             // `len * 8` bytes inside a live read-write mapping that anonymous
             // mapping zero-filled (zero is a valid AtomicU64), and the mapping
@@ -183,6 +204,8 @@ mod tests {
             assert_eq!(s.ctrl_words().len(), len.div_ceil(8));
             assert!(s.iter().all(|v| v.load(Ordering::Relaxed) == 0));
             assert!((0..len).all(|i| s.ctrl(i, Ordering::Relaxed) == 0));
+            assert_eq!(s.hi().len(), len);
+            assert!(s.hi().iter().all(|h| h.load(Ordering::Relaxed) == 0));
             s[len - 1].store(7, Ordering::Relaxed);
             s[0].store(9, Ordering::Relaxed);
             // the control bytes lie beside the slots, not over them, and
@@ -201,6 +224,17 @@ mod tests {
                 s.ctrl(len - 2, Ordering::Relaxed),
                 ((len - 2) % 251) as u8 + 1
             );
+            // the high bytes lie after both, over neither
+            for (i, h) in s.hi().iter().enumerate() {
+                h.store((i % 13) as u8 + 1, Ordering::Relaxed);
+            }
+            assert_eq!(s[0].load(Ordering::Relaxed), 9);
+            assert_eq!(
+                s.ctrl(len - 2, Ordering::Relaxed),
+                ((len - 2) % 251) as u8 + 1
+            );
+            assert_eq!(s.ctrl(len - 1, Ordering::Relaxed), 0);
+            assert!((0..len).all(|i| s.hi()[i].load(Ordering::Relaxed) == (i % 13) as u8 + 1));
         }
     }
 }
