@@ -326,6 +326,12 @@ ps_status ps_options_set_rebuild_memory(struct ps_options *opts, uint64_t bytes)
 // caller's threads).
 ps_status ps_options_set_prefault(struct ps_options *opts, int32_t enabled);
 
+// Whether the HashMap index grows in a helper thread (default 1 = on; 0 =
+// off: the appending thread rebuilds the table itself, and with
+// `ps_options_set_prefault(opts, 0)` too the store uses only the caller's
+// threads).
+ps_status ps_options_set_index_growth_thread(struct ps_options *opts, int32_t enabled);
+
 // Logs up to this many bytes at open are read through 2 MiB pages up to
 // where they ended (Linux with transparent huge pages and large page-cache
 // folios): much faster cold reads after a restart. Default: a quarter of

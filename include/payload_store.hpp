@@ -48,6 +48,7 @@ public:
     Options &compression_enabled(bool on) { check(ps_options_set_compression_enabled(opts_, on)); return *this; }
     Options &index_backend(int32_t backend) { check(ps_options_set_index_backend(opts_, backend)); return *this; }
     Options &expected_payloads(uint64_t count) { check(ps_options_set_expected_payloads(opts_, count)); return *this; }
+    Options &index_growth_thread(bool on) { check(ps_options_set_index_growth_thread(opts_, on)); return *this; }
     const ps_options *get() const noexcept { return opts_; }
 
 private:

@@ -264,6 +264,7 @@ impl PayloadStore {
             report.source = IndexSource::FullScan;
             mark = CheckpointMark::default();
         }
+        index.set_growth_thread(&mut ixw, opts.index_growth_thread);
         if !opts.read_only {
             // before the replay, which then rebuilds nothing either
             index.reserve(&mut ixw, opts.expected_payloads);

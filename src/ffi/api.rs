@@ -359,6 +359,18 @@ pub extern "C" fn ps_options_set_prefault(opts: *mut ps_options, enabled: i32) -
     set_option(opts, |o| Ok(o.prefault(enabled != 0)))
 }
 
+/// Whether the HashMap index grows in a helper thread (default 1 = on; 0 =
+/// off: the appending thread rebuilds the table itself, and with
+/// `ps_options_set_prefault(opts, 0)` too the store uses only the caller's
+/// threads).
+#[no_mangle]
+pub extern "C" fn ps_options_set_index_growth_thread(
+    opts: *mut ps_options,
+    enabled: i32,
+) -> ps_status {
+    set_option(opts, |o| Ok(o.index_growth_thread(enabled != 0)))
+}
+
 /// Logs up to this many bytes at open are read through 2 MiB pages up to
 /// where they ended (Linux with transparent huge pages and large page-cache
 /// folios): much faster cold reads after a restart. Default: a quarter of

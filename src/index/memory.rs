@@ -484,6 +484,17 @@ impl MemWriter {
         }
     }
 
+    /// Whether tables from `GROW_IN_BACKGROUND_FROM` slots grow in a helper
+    /// thread (else the writer rebuilds them when full).
+    pub fn set_growth_thread(&mut self, enabled: bool) {
+        self.grow_in_background_from = if enabled {
+            GROW_IN_BACKGROUND_FROM
+        } else {
+            self.growth = None; // (none yet at open, where this is called)
+            u64::MAX
+        };
+    }
+
     /// Notes a change for the table being grown, if any.
     #[inline]
     fn journal(&mut self, tag: u32, old: u64, new: u64) {

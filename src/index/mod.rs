@@ -128,6 +128,14 @@ impl Index {
         }
     }
 
+    /// HashMap backend (and a DiskHash overlay's RAM tail): whether large
+    /// tables grow in a helper thread (`Options::index_growth_thread`).
+    pub fn set_growth_thread(&self, w: &mut IndexWriter, enabled: bool) {
+        if let IndexWriter::Mem(mw) = w {
+            mw.set_growth_thread(enabled);
+        }
+    }
+
     /// HashMap backend: sizes the table for `expected` entries now, so that
     /// loading that many causes no table rebuild (see `MemIndex::reserve`).
     /// DiskHash grows one bucket at a time, with no such stall: nothing to do.

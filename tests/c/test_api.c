@@ -67,6 +67,8 @@ static void test_options(void) {
     CHECK_ST(ps_options_set_huge_reads_max(NULL, 0), PS_ERR_NULL_ARGUMENT);
     CHECK_ST(ps_options_set_expected_payloads(o, 1000), PS_OK);
     CHECK_ST(ps_options_set_expected_payloads(NULL, 1000), PS_ERR_NULL_ARGUMENT);
+    CHECK_ST(ps_options_set_index_growth_thread(o, 0), PS_OK);
+    CHECK_ST(ps_options_set_index_growth_thread(NULL, 1), PS_ERR_NULL_ARGUMENT);
     ps_options_free(o);
 }
 
