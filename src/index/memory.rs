@@ -37,8 +37,9 @@
 //! the control byte takes the low ones, which neighbouring entries do not
 //! share. The table grows by rebuilding at 80% occupancy to a size where
 //! live entries fill 53%: 10 B / 0.8 … 10 B / 0.53 = 12.5 … 18.8 B per
-//! payload (large tables: 46.7 … 80%, 12.5 … 21.4 B, see Growing). Deletes shrink it the same way: when live entries fill less
-//! than 1/4 of it, it is rebuilt to 53% (so RAM follows the live count, at
+//! payload (large tables: 46.7 … 80%, 12.5 … 21.4 B, see Growing).
+//! Deletes shrink it the same way: when live entries fill less than 1/4 of
+//! it, it is rebuilt to 53% (so RAM follows the live count, at
 //! most 40 B per payload after mass deletes, and growing and shrinking are
 //! both amortized O(1) per operation). `reserve` (the store's
 //! `Options::expected_payloads`) sizes the table up front and sets a floor
