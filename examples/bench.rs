@@ -414,6 +414,7 @@ fn disk_bytes(dir: &Path) -> u64 {
 struct Figures {
     bulk_mbs: f64,
     bulk_kops: f64,
+    bulk_batch_max_ms: f64,
     item_mbs: f64,
     item_kops: f64,
     sync_mbs: f64,
@@ -433,22 +434,25 @@ fn load<E: Engine>(
     n: usize,
     sync_every: Option<usize>,
     phase: &str,
-) -> Duration {
+) -> (Duration, Duration) {
     let t = Instant::now();
+    let mut slowest = Duration::ZERO;
     let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
         batch.push((w.items[i].0, w.data(i)));
         if batch.len() == 1000 || i + 1 == n {
+            let b = Instant::now();
             e.put_batch(&batch);
             batch.clear();
             if sync_every.is_some() {
                 e.sync();
             }
+            slowest = slowest.max(b.elapsed());
         }
         progress(phase, i + 1, n);
     }
     e.sync();
-    t.elapsed()
+    (t.elapsed(), slowest)
 }
 
 fn gets<E: Engine>(e: &E, w: &Workload, threads: u64, secs: f64, miss: bool) -> f64 {
@@ -500,7 +504,8 @@ fn run<E: Engine>(name: &str, a: &Args, w: &Workload) -> Figures {
     peak_rss_reset();
     let mut e = E::open(&dir, a);
     settle();
-    let t = load(&mut e, w, w.items.len(), None, "bulk");
+    let (t, slowest) = load(&mut e, w, w.items.len(), None, "bulk");
+    f.bulk_batch_max_ms = slowest.as_secs_f64() * 1e3;
     f.bulk_mbs = w.logical as f64 / 1e6 / t.as_secs_f64();
     f.bulk_kops = w.items.len() as f64 / 1e3 / t.as_secs_f64();
     eprintln!("  get 1/2 threads, miss ({} s each)", a.get_secs);
@@ -519,7 +524,7 @@ fn run<E: Engine>(name: &str, a: &Args, w: &Workload) -> Figures {
     let n = a.sync_count.min(w.items.len());
     let mut e = E::open(&dir, a);
     settle();
-    let t = load(&mut e, w, n, Some(1000), "sync/1000");
+    let (t, _) = load(&mut e, w, n, Some(1000), "sync/1000");
     let bytes: usize = (0..n).map(|i| w.items[i].2).sum();
     f.sync_mbs = bytes as f64 / 1e6 / t.as_secs_f64();
     f.sync_kops = n as f64 / 1e3 / t.as_secs_f64();
@@ -645,9 +650,10 @@ fn main() {
         );
     };
     type Field = fn(&Figures) -> f64;
-    let rows: [(&str, Field, &str); 13] = [
+    let rows: [(&str, Field, &str); 14] = [
         ("bulk append", |f| f.bulk_mbs, "MB/s"),
         ("bulk append", |f| f.bulk_kops, "kops/s"),
+        ("bulk: slowest batch of 1000", |f| f.bulk_batch_max_ms, "ms"),
         ("append per item", |f| f.item_mbs, "MB/s"),
         ("append per item", |f| f.item_kops, "kops/s"),
         ("durable append (sync/1000)", |f| f.sync_mbs, "MB/s"),
