@@ -1046,6 +1046,11 @@ impl PayloadStore {
         if self.opts.read_only {
             return Ok(());
         }
+        // a table grown in the background since the last append replaces
+        // the old one now rather than at the next append (never waits)
+        if let Some(mut w) = self.writer.try_lock() {
+            self.index.settle(&mut w.ix, false);
+        }
         self.sync_to(self.seg.committed())
     }
 
@@ -1091,7 +1096,10 @@ impl PayloadStore {
     pub fn save_index(&self) -> Result<()> {
         self.writable()?;
         let mut mark = self.checkpoint.lock();
-        let w = self.writer.lock();
+        let mut w = self.writer.lock();
+        // a table being grown is finished first, and the checkpoint holds it
+        // (the wait is what the rest of a rebuild would take)
+        self.index.settle(&mut w.ix, true);
         let end = w.cur.end;
         if mark.saved_at.is_some() && mark.covered_end == end {
             return Ok(());
@@ -1163,8 +1171,9 @@ impl PayloadStore {
     /// ```
     pub fn stats(&self) -> PayloadStats {
         let (c, end, durable) = {
-            let w = self.writer.lock();
-            // Read under the writer lock: durable ≤ committed == end then.
+            let mut w = self.writer.lock();
+            self.index.settle(&mut w.ix, false); // so that memory is counted once
+                                                 // Read under the writer lock: durable ≤ committed == end then.
             (w.counters, w.cur.end, self.durable_offset())
         };
         let mark = *self.checkpoint.lock();

@@ -309,37 +309,48 @@ impl Table {
     /// journalled while it was copied (see the module docs, Growing);
     /// returns how many empty slots that took.
     fn replay(&self, journal: &[Change]) -> u64 {
-        // The entries the changes leave, as (offset, tag). While a table is
-        // filled (the common case) every change is an insert, and each one
-        // stays.
-        let last: Vec<(u64, u32)> = if journal.iter().all(|ch| ch.old == 0 && ch.new != 0) {
-            journal.iter().map(|ch| (ch.new, ch.tag)).collect()
-        } else {
-            let mut last = std::collections::HashMap::with_capacity(journal.len());
-            for ch in journal {
-                last.remove(&ch.old);
-                if ch.new != 0 {
-                    last.insert(ch.new, ch.tag);
-                }
+        // While a table is filled (the common case) every change is an
+        // insert, and each one stays.
+        if journal.iter().all(|ch| ch.old == 0 && ch.new != 0) {
+            return self.insert_missing(journal.iter().map(|ch| (ch.new, ch.tag)), |k| {
+                journal.get(k).map(|ch| ch.tag)
+            });
+        }
+        // The entries the changes leave: offset -> tag.
+        let mut last = std::collections::HashMap::with_capacity(journal.len());
+        for ch in journal {
+            last.remove(&ch.old);
+            if ch.new != 0 {
+                last.insert(ch.new, ch.tag);
             }
-            // Any other state the copy may hold of an entry that changed goes.
-            for ch in journal {
-                for o in [ch.old, ch.new] {
-                    if o != 0 && !last.contains_key(&o) {
-                        if let Some((i, _)) = self.find(ch.tag, |at| at == o) {
-                            self.set(i, DELETED, C_DELETED, Ordering::Relaxed);
-                        }
+        }
+        // Any other state the copy may hold of an entry that changed goes.
+        for ch in journal {
+            for o in [ch.old, ch.new] {
+                if o != 0 && !last.contains_key(&o) {
+                    if let Some((i, _)) = self.find(ch.tag, |at| at == o) {
+                        self.set(i, DELETED, C_DELETED, Ordering::Relaxed);
                     }
                 }
             }
-            last.into_iter().collect()
-        };
-        // Each entry's home lines are fetched a few entries ahead: the
-        // table is larger than the caches, and the lookups are independent.
+        }
+        let last: Vec<(u64, u32)> = last.into_iter().collect();
+        self.insert_missing(last.iter().copied(), |k| last.get(k).map(|&(_, tag)| tag))
+    }
+
+    /// Inserts each `(offset, tag)` of `entries` the table lacks; `tag_at(k)`
+    /// is the tag of the `k`-th, for fetching its home lines a few entries
+    /// ahead (the table is larger than the caches, and the lookups are
+    /// independent). Returns how many empty slots that took.
+    fn insert_missing(
+        &self,
+        entries: impl Iterator<Item = (u64, u32)>,
+        tag_at: impl Fn(usize) -> Option<u32>,
+    ) -> u64 {
         const AHEAD: usize = 16;
         let mut took = 0;
-        for (k, &(o, tag)) in last.iter().enumerate() {
-            if let Some(&(_, ahead)) = last.get(k + AHEAD) {
+        for (k, (o, tag)) in entries.enumerate() {
+            if let Some(ahead) = tag_at(k + AHEAD) {
                 let i = self.home(ahead);
                 crate::sys::prefetch_line(&self.slots.ctrl_words()[i / 8]);
                 crate::sys::prefetch_line(&self.slots[i]);
@@ -628,10 +639,22 @@ impl MemIndex {
                 w.growth = Some(Growth {
                     helper: Some(h),
                     stop,
-                    journal: Vec::new(),
+                    // room for the inserts that fill the table (the usual
+                    // changes while a table grows) without doubling past them
+                    journal: Vec::with_capacity(headroom as usize + 1),
                 })
             }
             Err(_) => w.grow_in_background_from = u64::MAX,
+        }
+    }
+
+    /// Publishes the table a helper has finished growing, if there is one
+    /// (with `wait`, also one still being grown, once it is done):
+    /// installing it otherwise waits for the writer's next change, and
+    /// until then both tables take memory.
+    pub fn settle(&self, w: &mut MemWriter, wait: bool) {
+        if w.growth.as_ref().is_some_and(|g| wait || g.finished()) {
+            self.finish_growth(w);
         }
     }
 
@@ -1185,6 +1208,62 @@ mod tests {
         let mut count = 0;
         idx.for_each_offset(|_| count += 1);
         assert_eq!(count, model.len());
+    }
+
+    /// A growth whose helper is done is published by `settle`, with no
+    /// further change to trigger it (what `sync`, `stats` and `save_index`
+    /// call, so that an idle store does not keep two tables).
+    #[test]
+    fn settle_publishes_a_finished_growth() {
+        let (idx, mut w) = MemIndex::new(0);
+        w.grow_in_background_from = 256;
+        let mut at = HashMap::new();
+        let mut id = 0u128;
+        while w.growth.is_none() {
+            id += 1;
+            let off = 1000 + 8 * id as u64;
+            at.insert(off, id);
+            idx.upsert(&mut w, id, off, |o| at.get(&o) == Some(&id));
+        }
+        let before = idx.memory_bytes();
+        while !w.growth.as_ref().unwrap().finished() {
+            std::thread::yield_now();
+        }
+        idx.settle(&mut w, false);
+        assert!(w.growth.is_none());
+        assert!(
+            idx.memory_bytes() > before,
+            "{} -> {}",
+            before,
+            idx.memory_bytes()
+        );
+        for k in 1..=id {
+            assert_eq!(
+                idx.get(k, |o| at.get(&o) == Some(&k)),
+                Some(1000 + 8 * k as u64)
+            );
+        }
+        // and nothing to do when no growth is under way
+        idx.settle(&mut w, true);
+        assert!(w.growth.is_none());
+        // with `wait`, a growth still under way is waited for
+        let cap = w.table.cap();
+        while w.table.cap() == cap {
+            id += 1;
+            let off = 1000 + 8 * id as u64;
+            at.insert(off, id);
+            idx.upsert(&mut w, id, off, |o| at.get(&o) == Some(&id));
+            if w.growth.is_some() {
+                idx.settle(&mut w, true);
+                assert!(w.growth.is_none());
+            }
+        }
+        for k in 1..=id {
+            assert_eq!(
+                idx.get(k, |o| at.get(&o) == Some(&k)),
+                Some(1000 + 8 * k as u64)
+            );
+        }
     }
 
     /// Mass deletes give the table's memory back; what is left is found.

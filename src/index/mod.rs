@@ -136,6 +136,15 @@ impl Index {
         }
     }
 
+    /// HashMap backend (and an overlay's RAM tail): publishes a table grown
+    /// in the background once its helper is done, with `wait` also one still
+    /// being grown (see `MemIndex::settle`).
+    pub fn settle(&self, w: &mut IndexWriter, wait: bool) {
+        if let (Index::Mem(m) | Index::DiskOverlay(_, m), IndexWriter::Mem(mw)) = (self, w) {
+            m.settle(mw, wait);
+        }
+    }
+
     /// HashMap backend: sizes the table for `expected` entries now, so that
     /// loading that many causes no table rebuild (see `MemIndex::reserve`).
     /// DiskHash grows one bucket at a time, with no such stall: nothing to do.
