@@ -159,7 +159,8 @@ typedef struct ps_stats {
   uint64_t stored_bytes_by_compression[3];
   // raw / stored bytes of live payloads (1.0 when empty).
   double compression_ratio;
-  // RAM held by the index.
+  // RAM held by the index (HashMap backend: also a table being grown
+  // beside the current one).
   uint64_t index_memory_bytes;
   // Index RAM per live payload.
   double index_bytes_per_payload;

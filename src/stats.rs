@@ -64,7 +64,8 @@ pub struct PayloadStats {
     pub by_compression: [CodecStats; 3],
     /// Raw bytes / stored bytes of the live payloads (1.0 when empty).
     pub compression_ratio: f64,
-    /// RAM held by the index.
+    /// RAM held by the index (with the HashMap backend, also a table being
+    /// grown beside the current one, see `Options::index_growth_thread`).
     pub index_memory_bytes: u64,
     /// Bytes of the DiskHash index file in use (0 for the HashMap backend,
     /// whose checkpoint is only written at `save_index`).

@@ -107,7 +107,8 @@ pub struct ps_stats {
     pub stored_bytes_by_compression: [u64; 3],
     /// raw / stored bytes of live payloads (1.0 when empty).
     pub compression_ratio: f64,
-    /// RAM held by the index.
+    /// RAM held by the index (HashMap backend: also a table being grown
+    /// beside the current one).
     pub index_memory_bytes: u64,
     /// Index RAM per live payload.
     pub index_bytes_per_payload: f64,

@@ -454,6 +454,8 @@ pub struct MemWriter {
 /// the module docs, Growing). Dropping it stops the helper and waits for
 /// it.
 struct Growth {
+    /// Slots of the table being built.
+    cap: u64,
     helper: Option<JoinHandle<Option<(Table, u64)>>>,
     stop: Arc<AtomicBool>,
     /// Every change made to the current table since the helper started.
@@ -505,6 +507,11 @@ impl MemWriter {
             self.growth = None; // (none yet at open, where this is called)
             u64::MAX
         };
+    }
+
+    /// RAM of the table being grown beside the current one (0 if none).
+    pub fn growing_bytes(&self) -> u64 {
+        self.growth.as_ref().map_or(0, |g| g.cap * BYTES_PER_SLOT)
     }
 
     /// Notes a change for the table being grown, if any.
@@ -637,6 +644,7 @@ impl MemIndex {
         match helper {
             Ok(h) => {
                 w.growth = Some(Growth {
+                    cap: new_cap,
                     helper: Some(h),
                     stop,
                     // room for the inserts that fill the table (the usual

@@ -107,6 +107,15 @@ impl Index {
         }
     }
 
+    /// Anonymous RAM of a table being grown beside the current one (see
+    /// `MemIndex`, Growing), on top of `memory_bytes`.
+    pub fn growing_bytes(&self, w: &IndexWriter) -> u64 {
+        match (self, w) {
+            (Index::Mem(_) | Index::DiskOverlay(..), IndexWriter::Mem(mw)) => mw.growing_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Bytes of the index's own file (the DiskHash table; 0 in RAM).
     pub fn file_bytes(&self) -> u64 {
         match self {
