@@ -137,6 +137,8 @@ const GROW_FROM_NUM: u64 = 7;
 const GROW_FROM_DEN: u64 = 10;
 /// Tables of fewer slots are rebuilt by the writer (a millisecond or less).
 const GROW_IN_BACKGROUND_FROM: u64 = 1 << 16;
+/// Most changes a growth's journal reserves room for up front (24 MiB).
+const JOURNAL_RESERVE_MAX: usize = 1 << 20;
 /// The high bit of every byte: the control bytes of entries (`0x80 | …`).
 const BYTES_HI: u64 = 0x8080_8080_8080_8080;
 
@@ -648,8 +650,10 @@ impl MemIndex {
                     helper: Some(h),
                     stop,
                     // room for the inserts that fill the table (the usual
-                    // changes while a table grows) without doubling past them
-                    journal: Vec::with_capacity(headroom as usize + 1),
+                    // changes while a table grows) without doubling past
+                    // them, up to 24 MiB reserved (a huge table's journal
+                    // grows beyond that as it needs)
+                    journal: Vec::with_capacity((headroom as usize + 1).min(JOURNAL_RESERVE_MAX)),
                 })
             }
             Err(_) => w.grow_in_background_from = u64::MAX,
