@@ -719,7 +719,7 @@ impl PayloadStore {
         let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else {
             return;
         };
-        let bytes = self.index.memory_bytes() + self.index.growing_bytes(&w.ix);
+        let bytes = self.index.memory_bytes(&w.ix);
         if bytes >= threshold {
             w.next_warning += 1;
             self.emit(
@@ -1170,13 +1170,13 @@ impl PayloadStore {
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
     pub fn stats(&self) -> PayloadStats {
-        let (c, end, durable, growing) = {
+        let (c, end, durable, mem) = {
             let mut w = self.writer.lock();
             // a grown table whose helper is done replaces the old one now
             self.index.settle(&mut w.ix, false);
             // Read under the writer lock: durable ≤ committed == end then.
-            let growing = self.index.growing_bytes(&w.ix);
-            (w.counters, w.cur.end, self.durable_offset(), growing)
+            let mem = self.index.memory_bytes(&w.ix);
+            (w.counters, w.cur.end, self.durable_offset(), mem)
         };
         let mark = *self.checkpoint.lock();
         let by: [CodecStats; 3] = std::array::from_fn(|i| CodecStats {
@@ -1186,7 +1186,6 @@ impl PayloadStore {
         });
         let raw: u64 = c.raw_by_codec.iter().sum();
         let stored: u64 = c.stored_by_codec.iter().sum();
-        let mem = self.index.memory_bytes() + growing;
         PayloadStats {
             payloads: c.live,
             live_bytes: c.live_bytes,

@@ -278,26 +278,22 @@ fn readers_agree_while_the_table_grows() {
                 }
             });
         }
+        // each batch: the next BATCH ids (the last "batch" none), and the
+        // second versions of the previous batch's ids; then its deletes
         let mut prev: Vec<u64> = Vec::new();
-        for start in (0..N).step_by(BATCH as usize) {
-            let ids: Vec<u64> = (start..start + BATCH).collect();
-            let bodies: Vec<Vec<u8>> = ids.iter().map(|&k| body(k, 1)).collect();
-            let mut batch: Vec<(u128, &[u8])> = ids
+        for start in (0..=N).step_by(BATCH as usize) {
+            let ids: Vec<u64> = (start..(start + BATCH).min(N)).collect();
+            let items: Vec<(u64, u32)> = ids
+                .iter()
+                .map(|&k| (k, 1))
+                .chain(prev.iter().filter(|k| *k % 7 == 3).map(|&k| (k, 2)))
+                .collect();
+            let bodies: Vec<Vec<u8>> = items.iter().map(|&(k, v)| body(k, v)).collect();
+            let batch: Vec<(u128, &[u8])> = items
                 .iter()
                 .zip(&bodies)
-                .map(|(&k, b)| (u128::from(k), &b[..]))
+                .map(|(&(k, _), b)| (u128::from(k), &b[..]))
                 .collect();
-            let again: Vec<Vec<u8>> = prev
-                .iter()
-                .filter(|k| *k % 7 == 3)
-                .map(|&k| body(k, 2))
-                .collect();
-            batch.extend(
-                prev.iter()
-                    .filter(|k| *k % 7 == 3)
-                    .zip(&again)
-                    .map(|(&k, b)| (u128::from(k), &b[..])),
-            );
             store.append_batch(&batch, None).unwrap();
             for &k in prev.iter().filter(|k| *k % 11 == 5) {
                 assert!(store.delete(u128::from(k)).unwrap());
@@ -305,22 +301,6 @@ fn readers_agree_while_the_table_grows() {
             settled.store(start, Ordering::Release);
             prev = ids;
         }
-        let again: Vec<Vec<u8>> = prev
-            .iter()
-            .filter(|k| *k % 7 == 3)
-            .map(|&k| body(k, 2))
-            .collect();
-        let batch: Vec<(u128, &[u8])> = prev
-            .iter()
-            .filter(|k| *k % 7 == 3)
-            .zip(&again)
-            .map(|(&k, b)| (u128::from(k), &b[..]))
-            .collect();
-        store.append_batch(&batch, None).unwrap();
-        for &k in prev.iter().filter(|k| *k % 11 == 5) {
-            assert!(store.delete(u128::from(k)).unwrap());
-        }
-        settled.store(N, Ordering::Release);
         // both readers check at least one round after the last mark
         let then = reads.load(Ordering::Relaxed);
         while reads.load(Ordering::Relaxed) < then + 2 * 256 {

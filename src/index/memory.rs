@@ -257,6 +257,16 @@ impl Table {
         }
     }
 
+    /// Asks the CPU to fetch the lines a lookup of `tag` reads first: its
+    /// home control word and slot.
+    #[inline]
+    fn prefetch_home(&self, tag: u32) -> usize {
+        let i = self.home(tag);
+        crate::sys::prefetch_line(&self.slots.ctrl_words()[i / 8]);
+        crate::sys::prefetch_line(&self.slots[i]);
+        i
+    }
+
     /// Puts an entry into the first empty or deleted slot from its home,
     /// for a table nobody reads yet; true if that slot was empty.
     fn place(&self, v: u64, tag: u32) -> bool {
@@ -314,9 +324,7 @@ impl Table {
         // While a table is filled (the common case) every change is an
         // insert, and each one stays.
         if journal.iter().all(|ch| ch.old == 0 && ch.new != 0) {
-            return self.insert_missing(journal.iter().map(|ch| (ch.new, ch.tag)), |k| {
-                journal.get(k).map(|ch| ch.tag)
-            });
+            return self.insert_missing(journal, |ch| (ch.new, ch.tag));
         }
         // The entries the changes leave: offset -> tag.
         let mut last = std::collections::HashMap::with_capacity(journal.len());
@@ -337,26 +345,21 @@ impl Table {
             }
         }
         let last: Vec<(u64, u32)> = last.into_iter().collect();
-        self.insert_missing(last.iter().copied(), |k| last.get(k).map(|&(_, tag)| tag))
+        self.insert_missing(&last, |&entry| entry)
     }
 
-    /// Inserts each `(offset, tag)` of `entries` the table lacks; `tag_at(k)`
-    /// is the tag of the `k`-th, for fetching its home lines a few entries
-    /// ahead (the table is larger than the caches, and the lookups are
-    /// independent). Returns how many empty slots that took.
-    fn insert_missing(
-        &self,
-        entries: impl Iterator<Item = (u64, u32)>,
-        tag_at: impl Fn(usize) -> Option<u32>,
-    ) -> u64 {
+    /// Inserts the entry `entry(item)` (offset, tag) of each of `items`
+    /// where the table lacks it, fetching home lines a few items ahead (the
+    /// table is larger than the caches, and the lookups are independent).
+    /// Returns how many empty slots that took.
+    fn insert_missing<T>(&self, items: &[T], entry: impl Fn(&T) -> (u64, u32)) -> u64 {
         const AHEAD: usize = 16;
         let mut took = 0;
-        for (k, (o, tag)) in entries.enumerate() {
-            if let Some(ahead) = tag_at(k + AHEAD) {
-                let i = self.home(ahead);
-                crate::sys::prefetch_line(&self.slots.ctrl_words()[i / 8]);
-                crate::sys::prefetch_line(&self.slots[i]);
+        for (k, item) in items.iter().enumerate() {
+            if let Some(ahead) = items.get(k + AHEAD) {
+                self.prefetch_home(entry(ahead).1);
             }
+            let (o, tag) = entry(item);
             if self.find(tag, |at| at == o).is_none() {
                 took += u64::from(self.place(pack(o, tag), tag));
             }
@@ -559,10 +562,7 @@ impl MemIndex {
     /// Prefetches the home slot of `id` for a reader.
     #[inline]
     pub fn prefetch_lookup(&self, id: u128) {
-        let t = self.table.load();
-        let i = t.home(tag_of(id));
-        crate::sys::prefetch_line(&t.slots.ctrl_words()[i / 8]);
-        crate::sys::prefetch_line(&t.slots[i]);
+        self.table.load().prefetch_home(tag_of(id));
     }
 
     /// Calls `candidate(offset)` for the entries whose tag matches `id`'s,
@@ -587,9 +587,7 @@ impl MemIndex {
         if let Some((i, old)) = t.find(tag, confirm) {
             t.set(i, pack(off, tag), ctrl_of(tag), Ordering::Release);
             w.journal(tag, old, off);
-            if w.growth.as_ref().is_some_and(Growth::finished) {
-                self.finish_growth(w);
-            }
+            self.settle(w, false);
             return Some(old);
         }
         // Absent: take the first deleted or empty slot of the probe sequence.
@@ -724,9 +722,7 @@ impl MemIndex {
     /// home slot and high tag bits); a hint for batches.
     #[inline]
     pub fn prefetch(&self, w: &MemWriter, id: u128) {
-        let i = w.table.home(tag_of(id));
-        crate::sys::prefetch_line(&w.table.slots.ctrl_words()[i / 8]);
-        crate::sys::prefetch_line(&w.table.slots[i]);
+        let i = w.table.prefetch_home(tag_of(id));
         crate::sys::prefetch_ptr((&w.table.slots.hi()[i] as *const AtomicU8).cast());
     }
 
@@ -749,8 +745,8 @@ impl MemIndex {
             && w.table.cap() > (MIN_SLOTS * SHRINK_BELOW_DEN).max(w.min_cap)
         {
             self.rebuild(w);
-        } else if w.growth.as_ref().is_some_and(Growth::finished) {
-            self.finish_growth(w);
+        } else {
+            self.settle(w, false);
         }
         Some(old)
     }
@@ -1210,16 +1206,7 @@ mod tests {
             at.insert(off, id);
         }
         // ids below 101_000 were used; the stable ones are counted too
-        for id in 0..101_000u128 {
-            assert_eq!(
-                idx.get(id, |o| at.get(&o) == Some(&id)),
-                model.get(&id).copied(),
-                "id {id}"
-            );
-        }
-        let mut count = 0;
-        idx.for_each_offset(|_| count += 1);
-        assert_eq!(count, model.len());
+        assert_holds(&idx, &model, &at, 101_000);
     }
 
     /// A growth whose helper is done is published by `settle`, with no
@@ -1229,13 +1216,21 @@ mod tests {
     fn settle_publishes_a_finished_growth() {
         let (idx, mut w) = MemIndex::new(0);
         w.grow_in_background_from = 256;
+        // offset -> id of every id inserted (ids 1, 2, …)
         let mut at = HashMap::new();
-        let mut id = 0u128;
-        while w.growth.is_none() {
-            id += 1;
+        let insert_next = |w: &mut MemWriter, at: &mut HashMap<u64, u128>| {
+            let id = at.len() as u128 + 1;
             let off = 1000 + 8 * id as u64;
             at.insert(off, id);
-            idx.upsert(&mut w, id, off, |o| at.get(&o) == Some(&id));
+            idx.upsert(w, id, off, |o| at.get(&o) == Some(&id));
+        };
+        let holds_all = |at: &HashMap<u64, u128>| {
+            for (&off, &id) in at {
+                assert_eq!(idx.get(id, |o| at.get(&o) == Some(&id)), Some(off));
+            }
+        };
+        while w.growth.is_none() {
+            insert_next(&mut w, &mut at);
         }
         let before = idx.memory_bytes();
         while !w.growth.as_ref().unwrap().finished() {
@@ -1249,33 +1244,20 @@ mod tests {
             before,
             idx.memory_bytes()
         );
-        for k in 1..=id {
-            assert_eq!(
-                idx.get(k, |o| at.get(&o) == Some(&k)),
-                Some(1000 + 8 * k as u64)
-            );
-        }
+        holds_all(&at);
         // and nothing to do when no growth is under way
         idx.settle(&mut w, true);
         assert!(w.growth.is_none());
         // with `wait`, a growth still under way is waited for
         let cap = w.table.cap();
         while w.table.cap() == cap {
-            id += 1;
-            let off = 1000 + 8 * id as u64;
-            at.insert(off, id);
-            idx.upsert(&mut w, id, off, |o| at.get(&o) == Some(&id));
+            insert_next(&mut w, &mut at);
             if w.growth.is_some() {
                 idx.settle(&mut w, true);
                 assert!(w.growth.is_none());
             }
         }
-        for k in 1..=id {
-            assert_eq!(
-                idx.get(k, |o| at.get(&o) == Some(&k)),
-                Some(1000 + 8 * k as u64)
-            );
-        }
+        holds_all(&at);
     }
 
     /// Mass deletes give the table's memory back; what is left is found.

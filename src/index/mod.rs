@@ -98,22 +98,19 @@ impl Index {
         }
     }
 
-    /// Anonymous RAM the index holds.
-    pub fn memory_bytes(&self) -> u64 {
-        match self {
-            Index::Mem(m) => m.memory_bytes(),
-            Index::Disk(d) => d.memory_bytes(),
-            Index::DiskOverlay(d, tail) => d.memory_bytes() + tail.memory_bytes(),
-        }
-    }
-
-    /// Anonymous RAM of a table being grown beside the current one (see
-    /// `MemIndex`, Growing), on top of `memory_bytes`.
-    pub fn growing_bytes(&self, w: &IndexWriter) -> u64 {
-        match (self, w) {
-            (Index::Mem(_) | Index::DiskOverlay(..), IndexWriter::Mem(mw)) => mw.growing_bytes(),
-            _ => 0,
-        }
+    /// Anonymous RAM the index holds, with a RAM table being grown beside
+    /// the current one (see `MemIndex`, Growing).
+    pub fn memory_bytes(&self, w: &IndexWriter) -> u64 {
+        let growing = match w {
+            IndexWriter::Mem(mw) => mw.growing_bytes(),
+            IndexWriter::Disk(_) => 0,
+        };
+        growing
+            + match self {
+                Index::Mem(m) => m.memory_bytes(),
+                Index::Disk(d) => d.memory_bytes(),
+                Index::DiskOverlay(d, tail) => d.memory_bytes() + tail.memory_bytes(),
+            }
     }
 
     /// Bytes of the index's own file (the DiskHash table; 0 in RAM).
