@@ -7,7 +7,7 @@
 //! checksum, another log's salt, a `covered_end` past the end of the log or
 //! not at a record boundary — makes open ignore it and rebuild from the log.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::{self, CheckpointHeader, CKPT_HEADER_LEN, INDEX_FILE, INDEX_TMP_FILE};
 use crate::io::{self, Io};
 use std::path::Path;
@@ -84,13 +84,5 @@ pub fn load(dir: &Path) -> std::result::Result<Option<Loaded>, String> {
 
 /// Removes a checkpoint (used when it no longer matches the log).
 pub fn remove(dir: &Path) -> Result<()> {
-    match std::fs::remove_file(dir.join(INDEX_FILE)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(
-            "removing a stale checkpoint",
-            dir.join(INDEX_FILE),
-            e,
-        )),
-    }
+    crate::io::remove_if_present(&dir.join(INDEX_FILE))
 }

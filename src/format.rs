@@ -5,6 +5,8 @@
 //! ```text
 //! <dir>/LOCK          empty file, flock()ed while a handle is open
 //! <dir>/payload.data  the log: file header, then records, append-only
+//! <dir>/payload.data.tmp  a log being written (creation, `compact`);
+//!                     removed by the next writable open
 //! <dir>/index.ckpt    index checkpoint (optional; rebuilt from the log if bad)
 //! ```
 //!
@@ -18,7 +20,7 @@
 //!    8    4  format version (1)
 //!   12    4  feature flags (0 in version 1; unknown bits are refused)
 //!   16    8  salt: random per log, seeds every record checksum
-//!   24    8  generation (0; compaction will write generation n+1 to a new file)
+//!   24    8  generation: 0 for a new log; compaction writes n+1 to a new file
 //!   32    8  creation time, unix seconds
 //!   40   20  reserved, zero
 //!   60    4  crc32 of bytes [0, 60)

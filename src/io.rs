@@ -59,6 +59,15 @@ pub fn write_atomic(io: &dyn Io, dir: &Path, tmp: &str, name: &str, parts: &[&[u
     io.sync_dir(dir)
 }
 
+/// Removes `path`; one that does not exist is not an error.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing a stale file", path, e)),
+    }
+}
+
 /// The real thing.
 #[derive(Debug, Default)]
 pub struct OsIo;

@@ -55,5 +55,7 @@ pub use codec::{CompressionPolicy, CompressionType};
 pub use error::{Error, Result};
 pub use index::IndexBackend;
 pub use options::{LogCallback, LogLevel, Options, SyncPolicy};
-pub use stats::{CodecStats, IndexSource, PayloadStats, RecoveryReport, VerifyReport};
+pub use stats::{
+    CodecStats, CompactReport, IndexSource, PayloadStats, RecoveryReport, VerifyReport,
+};
 pub use store::{PayloadStore, MAX_PAYLOAD_LEN};

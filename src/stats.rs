@@ -84,6 +84,21 @@ pub struct PayloadStats {
     pub recovery: RecoveryReport,
 }
 
+/// What [`PayloadStore::compact`](crate::PayloadStore::compact) did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Live payloads copied to the new log.
+    pub payloads: u64,
+    /// Log file bytes before (up to the committed end).
+    pub bytes_before: u64,
+    /// Log file bytes after.
+    pub bytes_after: u64,
+    /// Compaction generation of the new log (1 after the first).
+    pub generation: u64,
+    /// Time taken, the reopen included.
+    pub duration: Duration,
+}
+
 /// What [`PayloadStore::verify`](crate::PayloadStore::verify) found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {

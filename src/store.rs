@@ -29,7 +29,9 @@ use crate::io;
 use crate::options::{LogLevel, Options, SyncPolicy};
 use crate::recovery::{self, Mode};
 use crate::segment::{Segment, WriteCursor};
-use crate::stats::{CodecStats, IndexSource, PayloadStats, RecoveryReport, VerifyReport};
+use crate::stats::{
+    CodecStats, CompactReport, IndexSource, PayloadStats, RecoveryReport, VerifyReport,
+};
 use crate::sys;
 use parking_lot::Mutex;
 use std::cell::RefCell;
@@ -116,6 +118,8 @@ pub struct PayloadStore {
     dir: PathBuf,
     opts: Options,
     salt: u64,
+    /// The log's compaction generation (format.rs).
+    generation: u64,
     seg: Segment,
     index: Index,
     writer: Mutex<Writer>,
@@ -183,7 +187,18 @@ impl PayloadStore {
                 .map_err(|e| Error::io("creating the store directory", &dir, e))?;
         }
         let lock = sys::lock_dir(&dir.join(format::LOCK_FILE), writable)?;
+        Self::open_locked(dir, opts, lock, started)
+    }
+
+    /// The rest of `open_with_options`, once the directory is locked
+    /// (`lock`); also how `compact` opens the log it wrote.
+    fn open_locked(dir: PathBuf, opts: Options, lock: File, started: Instant) -> Result<Self> {
+        let writable = !opts.read_only;
         let log_path = dir.join(format::LOG_FILE);
+        if writable {
+            // What an interrupted `compact` (or log creation) left behind.
+            io::remove_if_present(&dir.join(format::LOG_TMP_FILE))?;
+        }
         // A new log is created atomically (temp file, fsync, rename, directory
         // fsync): a crash during creation leaves no half-written header.
         let existing_len = std::fs::metadata(&log_path).map_or(0, |m| m.len());
@@ -241,6 +256,7 @@ impl PayloadStore {
             },
         })?;
         let salt = header.salt;
+        let generation = header.generation;
         let seg = Segment::new(log_path, file, writable, opts.prefault, opts.io.clone());
         seg.map_upto(file_len)?;
         seg.set_committed(file_len);
@@ -352,6 +368,7 @@ impl PayloadStore {
             writer: Mutex::new(w),
             opts,
             salt,
+            generation,
             seg,
             index,
             sync_lock: Mutex::new(()),
@@ -1326,6 +1343,168 @@ impl PayloadStore {
             }
         })?;
         Ok(r)
+    }
+
+    /// Rewrites the log with only its live payloads, reclaiming the space of
+    /// replaced and deleted ones, and reopens the store on the new log.
+    ///
+    /// Every live record is read, its checksum checked, and written in log
+    /// order to `payload.data.tmp` under a new salt (so no checkpoint or
+    /// DiskHash table of the old log can ever be taken for the new one);
+    /// the new log is made durable, renamed over `payload.data`, and the
+    /// index is rebuilt from it and checkpointed. Needs free disk space for
+    /// the live bytes, and for the HashMap index a second index in RAM
+    /// while the new one is built.
+    ///
+    /// `&mut self`: no get or append can run meanwhile. Locations returned
+    /// before (`append`, `for_each`) do not survive it.
+    ///
+    /// Failure before the rename (a damaged live record,
+    /// `Error::ChecksumMismatch`; a full disk, `Error::NoSpace`; any I/O
+    /// error) removes the temporary file and leaves the store as it was
+    /// and usable. A crash at any point leaves either the old log or the
+    /// new one, each whole. Failure after the rename (reopening the new
+    /// log) poisons this handle: reads still answer from the old log, and
+    /// reopening the directory finds the new one.
+    ///
+    /// Damage (what `verify` reports) in records that are no longer live is
+    /// dropped with them. A damaged live payload stops compaction with
+    /// `Error::Corrupt` before anything is written: delete or replace that
+    /// id first.
+    ///
+    /// ```
+    /// # use payloadstore::*;
+    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let mut store = PayloadStore::open(&dir)?;
+    /// for round in 0..10u8 {
+    ///     store.append(1, &[round; 1000], None)?; // nine of these are dead
+    /// }
+    /// let r = store.compact()?;
+    /// assert!(r.bytes_after < r.bytes_before / 5);
+    /// assert_eq!(store.get(1)?, Some(vec![9u8; 1000]));
+    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), payloadstore::Error>(())
+    /// ```
+    pub fn compact(&mut self) -> Result<CompactReport> {
+        let started = Instant::now();
+        self.writable()?;
+        self.sync()?;
+        let bytes_before = self.seg.committed();
+        let header = LogHeader {
+            version: format::FORMAT_VERSION,
+            salt: loop {
+                let s = sys::random_u64();
+                if s != self.salt {
+                    break s;
+                }
+            },
+            generation: self.generation + 1,
+            created: sys::unix_now(),
+        };
+        let io = self.opts.io.clone();
+        let tmp = self.dir.join(format::LOG_TMP_FILE);
+        let written = self.write_compacted(&tmp, &header, bytes_before);
+        let (payloads, bytes_after) = match written.and_then(|n| {
+            io.rename(&tmp, &self.dir.join(format::LOG_FILE))?;
+            Ok(n)
+        }) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = io::remove_if_present(&tmp);
+                return Err(e);
+            }
+        };
+        // The directory now names the new log; this handle still maps the
+        // old one, so from here a failure must stop it from appending.
+        let reopened = io.sync_dir(&self.dir).and_then(|()| {
+            let lock = self._lock.try_clone().map_err(|e| {
+                Error::io("duplicating the lock", self.dir.join(format::LOCK_FILE), e)
+            })?;
+            Self::open_locked(self.dir.clone(), self.opts.clone(), lock, Instant::now())
+        });
+        let new = match reopened {
+            Ok(new) => new,
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let mut old = std::mem::replace(self, new);
+        old.closed = true; // nothing of it is written again
+        drop(old);
+        self.save_index()?;
+        Ok(CompactReport {
+            payloads,
+            bytes_before,
+            bytes_after,
+            generation: self.generation,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// `compact`'s copy: writes `header` and, in log order, every intact
+    /// record of `[LOG_HEADER_LEN, end)` the index names (resealed under the
+    /// new salt) to a new file at `path`, durable when this returns. Damage
+    /// that holds no live payload is left behind. Returns (payloads, file
+    /// length).
+    fn write_compacted(&self, path: &Path, header: &LogHeader, end: u64) -> Result<(u64, u64)> {
+        const FLUSH_AT: usize = 4 << 20;
+        let io = &*self.opts.io;
+        let mut f = io.create(path)?;
+        let mut buf = Vec::with_capacity(FLUSH_AT + (64 << 10));
+        buf.extend_from_slice(&header.encode(LOG_HEADER_LEN));
+        let (mut len, mut payloads, mut failed) = (0, 0u64, None);
+        // The scrub's mode: damage is stepped over and reported, not patched.
+        let mode = Mode {
+            watermark: u64::MAX,
+            repair: true,
+            writable: false,
+        };
+        let scan = recovery::scan(&self.seg, self.salt, LOG_HEADER_LEN, end, mode, |pos, h| {
+            if failed.is_some() || h.kind != RecordKind::Put {
+                return;
+            }
+            let copied = self.locate(h.id).and_then(|at| {
+                if at != Some(pos) {
+                    return Ok(()); // replaced or deleted later
+                }
+                let stored = self
+                    .seg
+                    .bytes(pos + RECORD_HEADER_LEN as u64, h.stored_len as usize)
+                    .expect("the scan just read this record");
+                let at = buf.len();
+                buf.extend_from_slice(&h.encode());
+                buf.extend_from_slice(stored);
+                format::seal_record(header.salt, &mut buf[at..]);
+                payloads += 1;
+                if buf.len() >= FLUSH_AT {
+                    io.write_all(&mut f, path, &buf)?;
+                    len += buf.len() as u64;
+                    buf.clear();
+                }
+                Ok(())
+            });
+            if let Err(e) = copied {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if payloads != self.len() as u64 {
+            let damaged = scan.repaired.first().map_or(scan.end, |d| d.0);
+            return Err(Error::Corrupt {
+                offset: damaged,
+                reason: "a live payload's record is damaged; delete or replace it, then compact",
+            });
+        }
+        io.write_all(&mut f, path, &buf)?;
+        len += buf.len() as u64;
+        // A clean end: the watermark covers the whole new log.
+        io.write_at(&f, path, &header.encode(len), 0)?;
+        io.sync_all(&f, path)?;
+        Ok((payloads, len))
     }
 
     /// Syncs, saves the index, trims the preallocated tail and releases the
