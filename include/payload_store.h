@@ -210,6 +210,20 @@ typedef struct ps_verify_report {
   uint64_t first_index_error_offset;
 } ps_verify_report;
 
+// What `ps_store_compact` did (see `PayloadStore::compact`).
+typedef struct ps_compact_report {
+  // Live payloads copied to the new log.
+  uint64_t payloads;
+  // Log file bytes before.
+  uint64_t bytes_before;
+  // Log file bytes after.
+  uint64_t bytes_after;
+  // Compaction generation of the new log (1 after the first).
+  uint64_t generation;
+  // Time taken, in microseconds.
+  uint64_t micros;
+} ps_compact_report;
+
 // Success.
 #define PS_OK 0
 
@@ -442,6 +456,21 @@ ps_status ps_store_stats(const struct ps_store *store, struct ps_stats *out_stat
 // a status (`PS_ERR_CORRUPT` only for a damaged DiskHash page). One pass
 // over the log; runs beside readers and the writer.
 ps_status ps_store_verify(const struct ps_store *store, struct ps_verify_report *out_report);
+
+// Rewrites the log with only its live payloads (replaced and deleted ones
+// are dropped), then reopens the store on it. Fills `*out_report` unless
+// it is NULL. Needs free disk space for the live bytes.
+//
+// **No other thread may use the store during this call** (as for
+// `ps_store_close`); locations returned before it are no longer valid.
+//
+// Errors: `PS_ERR_READ_ONLY`; `PS_ERR_CORRUPT` when a live payload's
+// record is damaged (delete or replace it first; damage in dead records is
+// dropped); `PS_ERR_NO_SPACE` or `PS_ERR_IO` from writing the new log. In
+// each of those the store is unchanged and usable. `PS_ERR_IO` after the
+// new log is in place but could not be reopened poisons the handle:
+// reads still work, writes return `PS_ERR_POISONED`; close and reopen.
+ps_status ps_store_compact(struct ps_store *store, struct ps_compact_report *out_report);
 
 // Starts an iteration over a snapshot of the live ids (taken now, in no
 // particular order). Free with `ps_iter_free`.

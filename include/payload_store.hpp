@@ -144,6 +144,13 @@ public:
         check(ps_store_verify(store_, &r));
         return r;
     }
+    /// Rewrites the log with only the live payloads. No other thread may
+    /// use the store meanwhile; earlier locations become invalid.
+    ps_compact_report compact() {
+        ps_compact_report r;
+        check(ps_store_compact(store_, &r));
+        return r;
+    }
     /// Closes now and reports the error, if any.
     void close() {
         ps_store *s = store_;

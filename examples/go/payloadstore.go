@@ -228,5 +228,25 @@ func (s *Store) Verify() (VerifyReport, error) {
 	}, nil
 }
 
+// CompactReport is what Compact did (see ps_compact_report).
+type CompactReport struct {
+	Payloads, BytesBefore, BytesAfter, Generation, Micros uint64
+}
+
+// Compact rewrites the log with only the live payloads, dropping replaced
+// and deleted ones. No other goroutine may use the store during the call
+// (as for Close); locations returned before it become invalid.
+func (s *Store) Compact() (CompactReport, error) {
+	var r C.ps_compact_report
+	if err := statusErr(C.ps_store_compact(s.p, &r)); err != nil {
+		return CompactReport{}, err
+	}
+	return CompactReport{
+		Payloads: uint64(r.payloads), BytesBefore: uint64(r.bytes_before),
+		BytesAfter: uint64(r.bytes_after), Generation: uint64(r.generation),
+		Micros: uint64(r.micros),
+	}, nil
+}
+
 // Sync makes every append so far durable.
 func (s *Store) Sync() error { return statusErr(C.ps_store_sync(s.p)) }

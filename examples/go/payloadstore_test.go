@@ -133,11 +133,42 @@ func TestVerifyFindsAFlippedByte(t *testing.T) {
 		r.IndexErrors != 1 || r.FirstIndexErrorOffset != victim.Offset || r.IndexEntries != 100 {
 		t.Fatalf("verify after a flipped byte: %+v", r)
 	}
+	// a damaged live payload stops compaction, which changes nothing
+	if _, err := s.Compact(); !errors.Is(err, &Error{Status: StatusCorrupt}) {
+		t.Fatalf("compact of a damaged live payload: %v", err)
+	}
+	if got, err := s.Get(ID{3, 7}); err != nil || !bytes.Equal(got, payload(7)) {
+		t.Fatalf("get after a refused compaction: %v", err)
+	}
 	if _, err := s.Get(ID{3, 50}); !errors.Is(err, &Error{Status: StatusChecksumMismatch}) {
 		t.Fatalf("damaged payload: %v", err)
 	}
 	if got, err := s.Get(ID{3, 51}); err != nil || !bytes.Equal(got, payload(51)) {
 		t.Fatalf("neighbour: %v", err)
+	}
+}
+
+func TestCompactDropsReplacedPayloads(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for v := 0; v < 3; v++ {
+		for i := 0; i < 100; i++ {
+			if _, err := s.Append(ID{4, uint64(i)}, payload(i+1000*v), Auto); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r, err := s.Compact()
+	if err != nil || r.Payloads != 100 || r.Generation != 1 || r.BytesAfter >= r.BytesBefore*2/3 {
+		t.Fatalf("compact: %+v %v", r, err)
+	}
+	for i := 0; i < 100; i++ {
+		if got, err := s.Get(ID{4, uint64(i)}); err != nil || !bytes.Equal(got, payload(i+2000)) {
+			t.Fatalf("get %d after compact: %v", i, err)
+		}
 	}
 }
 

@@ -762,6 +762,56 @@ pub extern "C" fn ps_store_verify(
     })
 }
 
+/// What `ps_store_compact` did (see `PayloadStore::compact`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ps_compact_report {
+    /// Live payloads copied to the new log.
+    pub payloads: u64,
+    /// Log file bytes before.
+    pub bytes_before: u64,
+    /// Log file bytes after.
+    pub bytes_after: u64,
+    /// Compaction generation of the new log (1 after the first).
+    pub generation: u64,
+    /// Time taken, in microseconds.
+    pub micros: u64,
+}
+
+/// Rewrites the log with only its live payloads (replaced and deleted ones
+/// are dropped), then reopens the store on it. Fills `*out_report` unless
+/// it is NULL. Needs free disk space for the live bytes.
+///
+/// **No other thread may use the store during this call** (as for
+/// `ps_store_close`); locations returned before it are no longer valid.
+///
+/// Errors: `PS_ERR_READ_ONLY`; `PS_ERR_CORRUPT` when a live payload's
+/// record is damaged (delete or replace it first; damage in dead records is
+/// dropped); `PS_ERR_NO_SPACE` or `PS_ERR_IO` from writing the new log. In
+/// each of those the store is unchanged and usable. `PS_ERR_IO` after the
+/// new log is in place but could not be reopened poisons the handle:
+/// reads still work, writes return `PS_ERR_POISONED`; close and reopen.
+#[no_mangle]
+pub extern "C" fn ps_store_compact(
+    store: *mut ps_store,
+    out_report: *mut ps_compact_report,
+) -> ps_status {
+    run(|| {
+        let r = handle_mut(store)?.compact().map_err(fail)?;
+        write_out(
+            out_report,
+            ps_compact_report {
+                payloads: r.payloads,
+                bytes_before: r.bytes_before,
+                bytes_after: r.bytes_after,
+                generation: r.generation,
+                micros: r.duration.as_micros() as u64,
+            },
+        );
+        Ok(PS_OK)
+    })
+}
+
 /// Starts an iteration over a snapshot of the live ids (taken now, in no
 /// particular order). Free with `ps_iter_free`.
 #[no_mangle]
