@@ -7,7 +7,7 @@
 //! between the synced and the current one, unsynced renames are undone.
 //! After reopening, every payload synced before the cut reads back exactly
 //! (or a newer version of it does), and no unsynced payload ever shows up as
-//! wrong bytes.
+//! wrong bytes. Some rounds compact the store on the way.
 mod common;
 
 use common::*;
@@ -36,12 +36,12 @@ fn hundreds_of_power_cuts() {
             .backend(backend)
             .auto_checkpoint_bytes(300_000)
             .io(io.clone());
-        let s = PayloadStore::open_with_options(&dir, opts).unwrap();
+        let mut s = PayloadStore::open_with_options(&dir, opts).unwrap();
         let mut versions: HashMap<u128, Vec<Version>> = HashMap::new();
         let steps = 1 + r.below(80);
         for step in 0..steps {
             let id = u128::from(r.below(16));
-            match r.below(20) {
+            match r.below(22) {
                 0..=13 => {
                     let len = SIZES[r.below(SIZES.len() as u64) as usize];
                     let data = payload(id << 64 | u128::from(round << 16 | step), len);
@@ -61,6 +61,14 @@ fn hundreds_of_power_cuts() {
                 }
                 15..=18 => {
                     s.sync().unwrap();
+                    versions
+                        .values_mut()
+                        .flatten()
+                        .for_each(|v| v.synced = true);
+                }
+                20 => {
+                    // the new log is durable, and so is all it holds
+                    s.compact().unwrap();
                     versions
                         .values_mut()
                         .flatten()
