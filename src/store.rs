@@ -1357,7 +1357,8 @@ impl PayloadStore {
     /// while the new one is built.
     ///
     /// `&mut self`: no get or append can run meanwhile. Locations returned
-    /// before (`append`, `for_each`) do not survive it.
+    /// before (`append`, `for_each`) do not survive it, and
+    /// `stats().recovery` describes the reopen on the new log.
     ///
     /// Failure before the rename (a damaged live record,
     /// `Error::ChecksumMismatch`; a full disk, `Error::NoSpace`; any I/O
