@@ -346,3 +346,27 @@ fn kill_9_during_compaction() {
         println!("{backend:?}: generations after the kills {generations:?}");
     }
 }
+
+#[test]
+fn compaction_while_the_ram_table_grows_and_of_odd_payloads() {
+    let t = TempDir::new("compact-grow");
+    let mut s = PayloadStore::open(t.store()).unwrap();
+    let mut model = HashMap::new();
+    // enough ids that the RAM table is grown in the helper thread; the
+    // compaction starts right after the last append, with a growth likely
+    // still under way
+    for id in 0..150_000u128 {
+        // an odd multiplier: distinct ids spread over all 128 bits
+        let id = id.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        let v = (id as u64).to_le_bytes()[..(id % 9) as usize].to_vec(); // 0-8 bytes
+        s.append(id, &v, None).unwrap();
+        if id % 4 == 0 {
+            s.append(id, &v, None).unwrap(); // a dead copy
+        }
+        model.insert(id, v);
+    }
+    let r = s.compact().unwrap();
+    assert_eq!(r.payloads, 150_000);
+    assert_holds(&s, &model, &[]);
+    assert!(s.verify().unwrap().is_clean());
+}

@@ -1,5 +1,6 @@
 //! Random sequences of API calls checked against a simple model (a HashMap),
-//! including clean reopen, reopen without the checkpoint and crash-reopen.
+//! including clean reopen, reopen without the checkpoint, crash-reopen and
+//! compaction.
 mod common;
 
 use common::*;
@@ -33,6 +34,7 @@ enum Op {
     Reopen,
     ReopenWithoutCheckpoint,
     Crash,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -49,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::ReopenWithoutCheckpoint),
         1 => Just(Op::Crash),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -157,6 +160,17 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
             Op::Crash => {
                 store.take().unwrap().abandon();
                 store = Some(open(&dir, backend));
+            }
+            Op::Compact => {
+                let s = store.as_mut().unwrap();
+                let r = s.compact().unwrap();
+                assert_eq!(r.payloads, model.len() as u64);
+                assert_eq!(s.stats().dead_bytes, 0);
+                // earlier locations are void; the live payloads' new ones
+                // must read back
+                locs.clear();
+                s.for_each(|id, loc| locs.push((loc, model[&id].clone())))
+                    .unwrap();
             }
         }
         let s = store.as_ref().unwrap();

@@ -1,5 +1,6 @@
 //! (c) Random sequences of API calls checked against a HashMap model,
-//! including clean reopen, reopen without checkpoint and crash (abandon).
+//! including clean reopen, reopen without checkpoint, crash (abandon) and
+//! compaction.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use payloadstore::{CompressionType, IndexBackend, PayloadStore};
@@ -42,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             6 => st.sync().unwrap(),
+            7 if arg & 3 == 3 => {
+                let r = s.as_mut().unwrap().compact().unwrap();
+                assert_eq!(r.payloads, model.len() as u64);
+            }
             7 => st.save_index().unwrap(),
             8 => {
                 s.take().unwrap().close().unwrap();
