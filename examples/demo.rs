@@ -137,7 +137,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Replace the 250 KB payloads with small ones, then compact: the log
     // keeps only what the index still names.
-    let mut reopened = reopened;
     let big: Vec<u128> = (0..500u128).filter(|i| len_of(*i) == 250_000).collect();
     for &id in &big {
         reopened.append(id, &payload(id + 7, 300), None)?;

@@ -144,8 +144,8 @@ public:
         check(ps_store_verify(store_, &r));
         return r;
     }
-    /// Rewrites the log with only the live payloads. No other thread may
-    /// use the store meanwhile; earlier locations become invalid.
+    /// Rewrites the log with only the live payloads while other threads
+    /// read and append; earlier locations become invalid.
     ps_compact_report compact() {
         ps_compact_report r;
         check(ps_store_compact(store_, &r));

@@ -7,6 +7,7 @@
 //! <dir>/payload.data  the log: file header, then records, append-only
 //! <dir>/payload.data.tmp  a log being written (creation, `compact`);
 //!                     removed by the next writable open
+//! <dir>/compact.tmp/  a DiskHash table being built by `compact` (same)
 //! <dir>/index.ckpt    index checkpoint (optional; rebuilt from the log if bad)
 //! ```
 //!

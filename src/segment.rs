@@ -108,6 +108,11 @@ impl Segment {
         }
     }
 
+    /// Names the file after a rename (the path is what `Io` calls report).
+    pub fn set_path(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// End of the last complete record: readers may read below it.
     #[inline]
     pub fn committed(&self) -> u64 {

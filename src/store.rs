@@ -14,6 +14,8 @@
 //! - A failed fsync poisons the handle: later appends and syncs return
 //!   `Error::Poisoned` instead of pretending the lost writes are durable.
 
+mod compact;
+
 use crate::batch::{self, EncodedBatch, STAGE_MAX};
 use crate::checkpoint;
 use crate::codec::{self, CompressionType};
@@ -33,12 +35,14 @@ use crate::stats::{
     CodecStats, CompactReport, IndexSource, PayloadStats, RecoveryReport, VerifyReport,
 };
 use crate::sys;
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A batch holding at least this many bytes to compress is compressed on
@@ -88,6 +92,107 @@ struct Writer {
     next_warning: usize,
 }
 
+/// One generation of the log: what a reader needs, in one piece, so that a
+/// compaction can swap it while readers of the old one finish.
+struct Gen {
+    salt: u64,
+    /// Compaction generation of the log (format.rs).
+    generation: u64,
+    seg: Segment,
+    index: Index,
+}
+
+impl Gen {
+    /// Offset of the newest record of `edge_id`.
+    #[inline]
+    fn locate(&self, edge_id: u128) -> Result<Option<u64>> {
+        self.locate_then(edge_id, |_| {})
+    }
+
+    /// [`locate`](Self::locate) for a read of the payload: the start of
+    /// each candidate record is prefetched as soon as the index names it,
+    /// so that its payload lines load together with the header that
+    /// confirms the id instead of after it.
+    fn locate_to_read(&self, edge_id: u128) -> Result<Option<u64>> {
+        self.locate_then(edge_id, |off| self.seg.prefetch(off, READ_AHEAD))
+    }
+
+    /// [`locate`](Self::locate), calling `candidate(offset)` for each record
+    /// the index names before reading its header to confirm the id.
+    fn locate_then(&self, edge_id: u128, candidate: impl Fn(u64)) -> Result<Option<u64>> {
+        self.index.get(
+            edge_id,
+            |off| {
+                candidate(off);
+                self.seg.peek_id(off) == Some(edge_id)
+            },
+            |off| self.is_delete(off),
+        )
+    }
+
+    /// Whether the record at `off` is a tombstone.
+    fn is_delete(&self, off: u64) -> bool {
+        is_delete_at(&self.seg, off)
+    }
+
+    /// The verified header and stored bytes of the record at `off`.
+    fn record(&self, off: u64) -> Result<(RecordHeader, &[u8])> {
+        self.seg
+            .record(self.salt, off)
+            .map_err(|_| Error::ChecksumMismatch { offset: off })
+    }
+
+    fn read_vec(&self, off: u64) -> Result<Vec<u8>> {
+        let (h, stored) = self.record(off)?;
+        decode_vec(off, &h, stored)
+    }
+
+    /// Calls `f(offset, its record's header or the error reading it)` for
+    /// every index entry of a live payload (what `for_each` visits).
+    /// `Err` only for a damaged DiskHash page, which stops the walk.
+    fn walk_entries(&self, mut f: impl FnMut(u64, Result<RecordHeader>)) -> Result<()> {
+        let damaged_page = |b| Error::Corrupt {
+            offset: DiskIndex::page_offset(b),
+            reason: "DiskHash index page checksum mismatch",
+        };
+        if let Index::DiskOverlay(d, tail) = &self.index {
+            // The table's entries unless the tail has a newer record of the
+            // id, then the tail's payloads.
+            let newer = |id: u128| tail.get(id, |o| self.seg.peek_id(o) == Some(id)).is_some();
+            let mut emit = |off: u64, from_tail: bool| match self.record(off) {
+                Ok((h, _)) if from_tail && h.kind != RecordKind::Put => {}
+                Ok((h, _)) if !from_tail && newer(h.id) => {}
+                Ok((h, _)) => f(off, Ok(h)),
+                Err(e) => f(off, Err(e)),
+            };
+            d.for_each_offset(|off| emit(off, false))
+                .map_err(damaged_page)?;
+            tail.for_each_offset(|off| emit(off, true));
+            return Ok(());
+        }
+        self.index
+            .for_each_offset(|off| f(off, self.record(off).map(|(h, _)| h)))
+    }
+}
+
+/// Decompresses (or copies) a record's stored bytes into `out`.
+fn decode_into(off: u64, h: &RecordHeader, stored: &[u8], out: &mut [u8]) -> Result<()> {
+    codec::decompress_into(h.compression, stored, out).map_err(|reason| Error::Corrupt {
+        offset: off,
+        reason,
+    })
+}
+
+/// A record's payload in a new Vec.
+fn decode_vec(off: u64, h: &RecordHeader, stored: &[u8]) -> Result<Vec<u8>> {
+    if h.compression == CompressionType::None {
+        return Ok(stored.to_vec()); // no zero-fill before the copy
+    }
+    let mut out = vec![0u8; h.raw_len as usize];
+    decode_into(off, h, stored, &mut out)?;
+    Ok(out)
+}
+
 /// The last checkpoint written or loaded.
 #[derive(Clone, Copy, Default)]
 struct CheckpointMark {
@@ -117,11 +222,12 @@ struct CheckpointMark {
 pub struct PayloadStore {
     dir: PathBuf,
     opts: Options,
-    salt: u64,
-    /// The log's compaction generation (format.rs).
-    generation: u64,
-    seg: Segment,
-    index: Index,
+    /// The log and the index readers use; replaced whole by `compact`,
+    /// under the writer lock, so a writer that holds the lock sees one
+    /// generation throughout.
+    gen: ArcSwap<Gen>,
+    /// Held for the whole of a compaction (one at a time).
+    compacting: Mutex<()>,
     writer: Mutex<Writer>,
     live: AtomicU64,
     sync_lock: Mutex<()>,
@@ -198,6 +304,11 @@ impl PayloadStore {
         if writable {
             // What an interrupted `compact` (or log creation) left behind.
             io::remove_if_present(&dir.join(format::LOG_TMP_FILE))?;
+            let d = dir.join(compact::DISK_TMP_DIR);
+            if d.exists() {
+                std::fs::remove_dir_all(&d)
+                    .map_err(|e| Error::io("removing a stale compaction directory", &d, e))?;
+            }
         }
         // A new log is created atomically (temp file, fsync, rename, directory
         // fsync): a crash during creation leaves no half-written header.
@@ -367,10 +478,13 @@ impl PayloadStore {
             live: AtomicU64::new(w.counters.live),
             writer: Mutex::new(w),
             opts,
-            salt,
-            generation,
-            seg,
-            index,
+            gen: ArcSwap::from_pointee(Gen {
+                salt,
+                generation,
+                seg,
+                index,
+            }),
+            compacting: Mutex::new(()),
             sync_lock: Mutex::new(()),
             durable: AtomicU64::new(durable),
             watermark: AtomicU64::new(durable),
@@ -488,21 +602,28 @@ impl PayloadStore {
     /// index and honours the sync policy. Returns its offset.
     fn write_record(&self, header: &RecordHeader, stored: &[u8]) -> Result<u64> {
         let mut hb = header.encode();
-        format::seal(self.salt, &mut hb, stored);
+        let salt = self.gen.load().salt;
+        format::seal(salt, &mut hb, stored);
         let mut w = self.writer.lock();
         self.writable()?;
-        self.reserve_index(&mut w, 1)?;
+        let g = self.gen.load();
+        if g.salt != salt {
+            // a compaction switched logs before the lock was taken
+            format::seal(g.salt, &mut hb, stored);
+        }
+        self.reserve_index(&g, &mut w, 1)?;
         let off = if stored.len() >= WRITE_SYSCALL_FROM {
-            self.seg.append_vectored(&mut w.cur, &[&hb, stored])?
+            g.seg.append_vectored(&mut w.cur, &[&hb, stored])?
         } else {
-            self.seg.append(&mut w.cur, &[&hb, stored])?
+            g.seg.append(&mut w.cur, &[&hb, stored])?
         };
         if self.prefault_wanted(w.cur.end) {
-            self.seg.prefault_ahead(&mut w.cur);
+            g.seg.prefault_ahead(&mut w.cur);
         }
-        if let Err(e) = apply(&self.seg, &self.index, &mut w, off, header) {
+        if let Err(e) = apply(&g.seg, &g.index, &mut w, off, header) {
             return Err(self.index_failed(e));
         }
+        drop(g);
         self.after_write(w)?;
         Ok(off)
     }
@@ -549,9 +670,9 @@ impl PayloadStore {
     /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
-    pub fn append_batch<'a>(
+    pub fn append_batch(
         &self,
-        items: &[(u128, &'a [u8])],
+        items: &[(u128, &[u8])],
         compression: Option<CompressionType>,
     ) -> Result<Vec<(u64, u32, u8)>> {
         self.writable()?;
@@ -564,6 +685,24 @@ impl PayloadStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        loop {
+            let salt = self.gen.load().salt;
+            if let Some(locs) = self.append_batch_sealed(items, compression, salt)? {
+                return Ok(locs);
+            }
+            // a compaction switched logs before the batch could be written
+        }
+    }
+
+    /// `append_batch` with every record sealed under `salt`; `None` (nothing
+    /// written) when the log's salt is another one by the time the writer
+    /// lock is taken.
+    fn append_batch_sealed<'a>(
+        &self,
+        items: &[(u128, &'a [u8])],
+        compression: Option<CompressionType>,
+        salt: u64,
+    ) -> Result<Option<Vec<(u64, u32, u8)>>> {
         // Encode (compress, checksum) every record before taking the lock,
         // laid out as it will lie in the log (see `batch.rs`). When the
         // batch holds enough bytes to compress, the work is split over the
@@ -586,7 +725,7 @@ impl PayloadStore {
                     crate::sys::prefetch_bytes(&ahead[..ahead.len().min(PREFETCH_PAYLOAD_MAX)]);
                 }
                 batch.push_put(
-                    self.salt,
+                    salt,
                     self.opts.compression.zstd_level,
                     id,
                     data,
@@ -608,22 +747,34 @@ impl PayloadStore {
         let mut w: Option<parking_lot::MutexGuard<'_, Writer>> = None;
         let mut records = Vec::with_capacity(items.len());
         let mut written = 0u64;
+        let mut stale = false;
         let mut write_run = |b: EncodedBatch<'a>| -> Result<()> {
+            if stale {
+                return Ok(());
+            }
             if w.is_none() {
                 let mut g = self.writer.lock();
                 self.writable()?;
-                self.reserve_index(&mut g, items.len() as u64)?;
+                let gen = self.gen.load();
+                if gen.salt != salt {
+                    stale = true;
+                    return Ok(());
+                }
+                self.reserve_index(&gen, &mut g, items.len() as u64)?;
                 w = Some(g);
             }
             let g = w.as_mut().expect("locked above");
+            // the writer lock is held: no compaction can switch logs now
+            let gen = self.gen.load();
+            let seg = &gen.seg;
             let mut parts: Vec<&[u8]> = Vec::with_capacity(2);
             b.parts(&mut parts);
             // (no prefault_ahead here: `pwritev` into populated pages
             // measured slower, 776 -> 671 MB/s on w1)
-            let len = self.seg.write_pending(&mut g.cur, written, &parts)?;
+            let len = seg.write_pending(&mut g.cur, written, &parts)?;
             debug_assert_eq!(len, b.len());
             if !self.prefault_wanted(g.cur.end) {
-                self.seg.start_writeback(g.cur.end + written, len);
+                seg.start_writeback(g.cur.end + written, len);
             }
             records.extend(b.records().iter().map(|&(h, rel)| (h, written + rel)));
             written += len;
@@ -637,32 +788,39 @@ impl PayloadStore {
         } else {
             write_run(encode(items)?)?;
         }
-        let mut w = w.expect("a non-empty batch wrote a run");
-        let base = self.seg.publish(&mut w.cur, written);
+        let Some(mut w) = w else {
+            debug_assert!(stale);
+            return Ok(None);
+        };
+        let g = self.gen.load();
+        let base = g.seg.publish(&mut w.cur, written);
         // overlap the index's memory latencies (see `Index::prefetch`)
         for (header, _) in records.iter().take(INDEX_AHEAD) {
-            self.index.prefetch(&w.ix, header.id);
+            g.index.prefetch(&w.ix, header.id);
         }
         for (k, (header, rel)) in records.iter().enumerate() {
             if let Some((ahead, _)) = records.get(k + INDEX_AHEAD) {
-                self.index.prefetch(&w.ix, ahead.id);
+                g.index.prefetch(&w.ix, ahead.id);
             }
-            if let Err(e) = apply(&self.seg, &self.index, &mut w, base + rel, header) {
+            if let Err(e) = apply(&g.seg, &g.index, &mut w, base + rel, header) {
                 return Err(self.index_failed(e));
             }
         }
+        drop(g);
         self.after_write(w)?;
-        Ok(records
-            .iter()
-            .map(|(h, rel)| (base + rel, h.stored_len, h.compression as u8))
-            .collect())
+        Ok(Some(
+            records
+                .iter()
+                .map(|(h, rel)| (base + rel, h.stored_len, h.compression as u8))
+                .collect(),
+        ))
     }
 
     /// DiskHash: reserves the index file space `records` more records can
     /// need before they are written, so a full disk fails the call cleanly
     /// (nothing written, handle usable) instead of poisoning it.
-    fn reserve_index(&self, w: &mut Writer, records: u64) -> Result<()> {
-        match (&self.index, &mut w.ix) {
+    fn reserve_index(&self, g: &Gen, w: &mut Writer, records: u64) -> Result<()> {
+        match (&g.index, &mut w.ix) {
             (Index::Disk(d), IndexWriter::Disk(dw)) => d.reserve_ahead(dw, records),
             _ => Ok(()),
         }
@@ -717,7 +875,7 @@ impl PayloadStore {
     /// ```
     pub fn delete(&self, edge_id: u128) -> Result<bool> {
         self.writable()?;
-        if self.locate(edge_id)?.is_none() {
+        if self.gen.load().locate(edge_id)?.is_none() {
             return Ok(false);
         }
         let header = RecordHeader {
@@ -736,7 +894,7 @@ impl PayloadStore {
         let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else {
             return;
         };
-        let bytes = self.index.memory_bytes(&w.ix);
+        let bytes = self.gen.load().index.memory_bytes(&w.ix);
         if bytes >= threshold {
             w.next_warning += 1;
             self.emit(
@@ -756,7 +914,7 @@ impl PayloadStore {
         // machine crash while the store is idle (the next append dirties the
         // table again). Flushing the table from inside an append would only
         // add a stall: it happens at `save_index` and `close`.
-        if every == 0 || matches!(self.index, Index::Disk(_)) {
+        if every == 0 || matches!(self.gen.load().index, Index::Disk(_)) {
             return;
         }
         let covered = self.checkpoint.lock().covered_end;
@@ -770,71 +928,12 @@ impl PayloadStore {
         }
     }
 
-    /// Offset of the newest record of `edge_id`.
-    #[inline]
-    fn locate(&self, edge_id: u128) -> Result<Option<u64>> {
-        self.locate_then(edge_id, |_| {})
-    }
-
-    /// [`locate`](Self::locate) for a read of the payload: the start of
-    /// each candidate record is prefetched as soon as the index names it,
-    /// so that its payload lines load together with the header that
-    /// confirms the id instead of after it.
-    fn locate_to_read(&self, edge_id: u128) -> Result<Option<u64>> {
-        self.locate_then(edge_id, |off| self.seg.prefetch(off, READ_AHEAD))
-    }
-
-    /// [`locate`](Self::locate), calling `candidate(offset)` for each record
-    /// the index names before reading its header to confirm the id.
-    fn locate_then(&self, edge_id: u128, candidate: impl Fn(u64)) -> Result<Option<u64>> {
-        self.index.get(
-            edge_id,
-            |off| {
-                candidate(off);
-                self.seg.peek_id(off) == Some(edge_id)
-            },
-            |off| self.is_delete(off),
-        )
-    }
-
-    /// Whether the record at `off` is a tombstone.
-    fn is_delete(&self, off: u64) -> bool {
-        is_delete_at(&self.seg, off)
-    }
-
-    /// The verified header and stored bytes of the record at `off`.
-    fn record(&self, off: u64) -> Result<(RecordHeader, &[u8])> {
-        self.seg
-            .record(self.salt, off)
-            .map_err(|_| Error::ChecksumMismatch { offset: off })
-    }
-
-    fn decode_into(&self, off: u64, h: &RecordHeader, stored: &[u8], out: &mut [u8]) -> Result<()> {
-        codec::decompress_into(h.compression, stored, out).map_err(|reason| Error::Corrupt {
-            offset: off,
-            reason,
-        })
-    }
-
-    fn read_vec(&self, off: u64) -> Result<Vec<u8>> {
-        let (h, stored) = self.record(off)?;
-        self.decode_vec(off, &h, stored)
-    }
-
-    fn decode_vec(&self, off: u64, h: &RecordHeader, stored: &[u8]) -> Result<Vec<u8>> {
-        if h.compression == CompressionType::None {
-            return Ok(stored.to_vec()); // no zero-fill before the copy
-        }
-        let mut out = vec![0u8; h.raw_len as usize];
-        self.decode_into(off, h, stored, &mut out)?;
-        Ok(out)
-    }
-
     /// The payload of `edge_id`, or `None` if it has none.
     pub fn get(&self, edge_id: u128) -> Result<Option<Vec<u8>>> {
-        match self.locate_to_read(edge_id)? {
+        let g = self.gen.load();
+        match g.locate_to_read(edge_id)? {
             None => Ok(None),
-            Some(off) => self.read_vec(off).map(Some),
+            Some(off) => g.read_vec(off).map(Some),
         }
     }
 
@@ -862,31 +961,32 @@ impl PayloadStore {
     /// ```
     pub fn get_many(&self, ids: &[u128]) -> Vec<Result<Option<Vec<u8>>>> {
         const GROUP: usize = 16;
+        let g = self.gen.load();
         let mut out = Vec::with_capacity(ids.len());
         for group in ids.chunks(GROUP) {
             // 1: the index lines
             for &id in group {
-                self.index.prefetch_lookup(id);
+                g.index.prefetch_lookup(id);
             }
             // 2: the headers of the records the index points to
             for &id in group {
-                self.index
-                    .candidates(id, |off| self.seg.prefetch(off, RECORD_HEADER_LEN as u64));
+                g.index
+                    .candidates(id, |off| g.seg.prefetch(off, RECORD_HEADER_LEN as u64));
             }
             // 3: confirmed locations (headers are in cache now); the records
             let mut located = Vec::with_capacity(group.len());
             for &id in group {
-                let loc = self.locate(id);
+                let loc = g.locate(id);
                 if let Ok(Some(off)) = loc {
-                    let len = self.seg.header(off).map_or(0, |h| h.record_len());
-                    self.seg.prefetch(off, len.min(PREFETCH_RECORD_MAX));
+                    let len = g.seg.header(off).map_or(0, |h| h.record_len());
+                    g.seg.prefetch(off, len.min(PREFETCH_RECORD_MAX));
                 }
                 located.push(loc);
             }
             // 4: verify and copy
             for loc in located {
                 out.push(match loc {
-                    Ok(Some(off)) => self.read_vec(off).map(Some),
+                    Ok(Some(off)) => g.read_vec(off).map(Some),
                     Ok(None) => Ok(None),
                     Err(e) => Err(e),
                 });
@@ -914,15 +1014,16 @@ impl PayloadStore {
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
     pub fn get_into(&self, edge_id: u128, buf: &mut [u8]) -> Result<Option<usize>> {
-        let Some(off) = self.locate_to_read(edge_id)? else {
+        let g = self.gen.load();
+        let Some(off) = g.locate_to_read(edge_id)? else {
             return Ok(None);
         };
-        let (h, stored) = self.record(off)?;
+        let (h, stored) = g.record(off)?;
         let n = h.raw_len as usize;
         if n > buf.len() {
             return Err(Error::BufferTooSmall { needed: n });
         }
-        self.decode_into(off, &h, stored, &mut buf[..n])?;
+        decode_into(off, &h, stored, &mut buf[..n])?;
         Ok(Some(n))
     }
 
@@ -930,16 +1031,17 @@ impl PayloadStore {
     /// its capacity. Returns false (and leaves `out` empty) if absent.
     pub fn get_to_vec(&self, edge_id: u128, out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
-        let Some(off) = self.locate_to_read(edge_id)? else {
+        let g = self.gen.load();
+        let Some(off) = g.locate_to_read(edge_id)? else {
             return Ok(false);
         };
-        let (h, stored) = self.record(off)?;
+        let (h, stored) = g.record(off)?;
         if h.compression == CompressionType::None {
             out.extend_from_slice(stored); // no zero-fill before the copy
             return Ok(true);
         }
         out.resize(h.raw_len as usize, 0);
-        if let Err(e) = self.decode_into(off, &h, stored, out) {
+        if let Err(e) = decode_into(off, &h, stored, out) {
             out.clear();
             return Err(e);
         }
@@ -948,9 +1050,10 @@ impl PayloadStore {
 
     /// Length of the payload of `edge_id` after decompression, if present.
     pub fn payload_len(&self, edge_id: u128) -> Result<Option<usize>> {
-        match self.locate(edge_id)? {
+        let g = self.gen.load();
+        match g.locate(edge_id)? {
             None => Ok(None),
-            Some(off) => self.record(off).map(|(h, _)| Some(h.raw_len as usize)),
+            Some(off) => g.record(off).map(|(h, _)| Some(h.raw_len as usize)),
         }
     }
 
@@ -988,15 +1091,16 @@ impl PayloadStore {
             return Err(bad("offset is inside the file header"));
         }
         let total = u64::from(length) + RECORD_HEADER_LEN as u64;
+        let g = self.gen.load();
         if offset
             .checked_add(total)
-            .is_none_or(|end| end > self.seg.committed())
+            .is_none_or(|end| end > g.seg.committed())
         {
             return Err(bad("location extends past the end of the log"));
         }
-        let (h, stored) = self
+        let (h, stored) = g
             .seg
-            .record(self.salt, offset)
+            .record(g.salt, offset)
             .map_err(|_| bad("no intact record at this offset"))?;
         if h.kind != RecordKind::Put {
             return Err(bad("the record at this offset is not a payload"));
@@ -1007,14 +1111,14 @@ impl PayloadStore {
         if h.compression != compression {
             return Err(bad("the record at this offset has another compression"));
         }
-        self.decode_vec(offset, &h, stored)
+        decode_vec(offset, &h, stored)
     }
 
     /// Whether `edge_id` has a payload. (A damaged DiskHash index page is
     /// reported through the log callback and answers false; `get` returns
     /// the error itself.)
     pub fn has_payload(&self, edge_id: u128) -> bool {
-        match self.locate(edge_id) {
+        match self.gen.load().locate(edge_id) {
             Ok(found) => found.is_some(),
             Err(e) => {
                 self.emit(LogLevel::Error, &format!("lookup of {edge_id}: {e}"));
@@ -1055,7 +1159,7 @@ impl PayloadStore {
 
     /// End of the log: everything appended so far lies below it.
     pub fn appended_offset(&self) -> u64 {
-        self.seg.committed()
+        self.gen.load().seg.committed()
     }
 
     /// Makes every append that returned before this call durable.
@@ -1065,10 +1169,14 @@ impl PayloadStore {
         }
         // a table grown in the background since the last append replaces
         // the old one now rather than at the next append (never waits)
-        if let Some(mut w) = self.writer.try_lock() {
-            self.index.settle(&mut w.ix, false);
-        }
-        self.sync_to(self.seg.committed())
+        let end = match self.writer.try_lock() {
+            Some(mut w) => {
+                self.gen.load().index.settle(&mut w.ix, false);
+                w.cur.end
+            }
+            None => self.gen.load().seg.committed(),
+        };
+        self.sync_to(end)
     }
 
     /// Makes the log durable at least up to `target`. Concurrent callers
@@ -1085,17 +1193,19 @@ impl PayloadStore {
         if prev >= target {
             return Ok(());
         }
-        let end = self.seg.committed();
+        // the sync lock is held: no compaction can switch logs now
+        let g = self.gen.load();
+        let end = g.seg.committed();
         // The header watermark records what an *earlier* sync made durable:
         // it is written by this fsync, so it never claims bytes that this
         // fsync might tear. It is a lower bound, refreshed every
         // WATERMARK_STEP bytes to keep the header page out of most fsyncs.
         let mut result = Ok(());
         if prev >= self.watermark.load(Ordering::Relaxed) + WATERMARK_STEP {
-            result = self.seg.write_watermark(prev);
+            result = g.seg.write_watermark(prev);
             self.watermark.store(prev, Ordering::Relaxed);
         }
-        let result = result.and_then(|()| self.seg.sync());
+        let result = result.and_then(|()| g.seg.sync());
         if let Err(e) = result {
             self.poisoned.store(true, Ordering::Release);
             self.emit(
@@ -1114,20 +1224,22 @@ impl PayloadStore {
         self.writable()?;
         let mut mark = self.checkpoint.lock();
         let mut w = self.writer.lock();
+        // the checkpoint lock is held: no compaction can switch logs now
+        let g = self.gen.load();
         // a table being grown is finished first, and the checkpoint holds it
         // (the wait is what the rest of a rebuild would take)
-        self.index.settle(&mut w.ix, true);
+        g.index.settle(&mut w.ix, true);
         let end = w.cur.end;
         if mark.saved_at.is_some() && mark.covered_end == end {
             return Ok(());
         }
         let saved_at = sys::unix_now();
-        match (&self.index, &w.ix) {
+        match (&g.index, &w.ix) {
             (Index::Mem(m), IndexWriter::Mem(mw)) => {
                 let (slots, hi) = m.snapshot(mw);
                 let header = CheckpointHeader {
                     backend: format::CKPT_BACKEND_MEMORY,
-                    salt: self.salt,
+                    salt: g.salt,
                     covered_end: end,
                     last_record: w.last_record,
                     saved_at,
@@ -1189,10 +1301,11 @@ impl PayloadStore {
     pub fn stats(&self) -> PayloadStats {
         let (c, end, durable, mem) = {
             let mut w = self.writer.lock();
+            let g = self.gen.load();
             // a grown table whose helper is done replaces the old one now
-            self.index.settle(&mut w.ix, false);
+            g.index.settle(&mut w.ix, false);
             // Read under the writer lock: durable ≤ committed == end then.
-            let mem = self.index.memory_bytes(&w.ix);
+            let mem = g.index.memory_bytes(&w.ix);
             (w.counters, w.cur.end, self.durable_offset(), mem)
         };
         let mark = *self.checkpoint.lock();
@@ -1216,7 +1329,7 @@ impl PayloadStore {
                 raw as f64 / stored as f64
             },
             index_memory_bytes: mem,
-            index_file_bytes: self.index.file_bytes(),
+            index_file_bytes: self.gen.load().index.file_bytes(),
             index_bytes_per_payload: if c.live == 0 {
                 0.0
             } else {
@@ -1253,40 +1366,13 @@ impl PayloadStore {
     /// ```
     pub fn for_each(&self, mut f: impl FnMut(u128, (u64, u32, u8))) -> Result<()> {
         let mut err = None;
-        self.walk_entries(|off, rec| match rec {
+        self.gen.load().walk_entries(|off, rec| match rec {
             Ok(h) => f(h.id, (off, h.stored_len, h.compression as u8)),
             Err(e) => {
                 err.get_or_insert(e);
             }
         })?;
         err.map_or(Ok(()), Err)
-    }
-
-    /// Calls `f(offset, its record's header or the error reading it)` for
-    /// every index entry of a live payload (what `for_each` visits).
-    /// `Err` only for a damaged DiskHash page, which stops the walk.
-    fn walk_entries(&self, mut f: impl FnMut(u64, Result<RecordHeader>)) -> Result<()> {
-        let damaged_page = |b| Error::Corrupt {
-            offset: DiskIndex::page_offset(b),
-            reason: "DiskHash index page checksum mismatch",
-        };
-        if let Index::DiskOverlay(d, tail) = &self.index {
-            // The table's entries unless the tail has a newer record of the
-            // id, then the tail's payloads.
-            let newer = |id: u128| tail.get(id, |o| self.seg.peek_id(o) == Some(id)).is_some();
-            let mut emit = |off: u64, from_tail: bool| match self.record(off) {
-                Ok((h, _)) if from_tail && h.kind != RecordKind::Put => {}
-                Ok((h, _)) if !from_tail && newer(h.id) => {}
-                Ok((h, _)) => f(off, Ok(h)),
-                Err(e) => f(off, Err(e)),
-            };
-            d.for_each_offset(|off| emit(off, false))
-                .map_err(damaged_page)?;
-            tail.for_each_offset(|off| emit(off, true));
-            return Ok(());
-        }
-        self.index
-            .for_each_offset(|off| f(off, self.record(off).map(|(h, _)| h)))
     }
 
     /// Scrubs the store: reads every record of the log up to the committed
@@ -1311,13 +1397,15 @@ impl PayloadStore {
     /// # Ok::<(), payloadstore::Error>(())
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
-        let end = self.seg.committed();
+        // one generation throughout, even if a compaction switches meanwhile
+        let g = self.gen.load_full();
+        let end = g.seg.committed();
         let mode = Mode {
             watermark: u64::MAX,
             repair: true,
             writable: false,
         };
-        let scan = recovery::scan(&self.seg, self.salt, LOG_HEADER_LEN, end, mode, |_, _| {})?;
+        let scan = recovery::scan(&g.seg, g.salt, LOG_HEADER_LEN, end, mode, |_, _| {})?;
         let mut r = VerifyReport {
             records: scan.records,
             bytes: end - LOG_HEADER_LEN,
@@ -1329,11 +1417,11 @@ impl PayloadStore {
         if scan.end < end {
             r.damaged.push((scan.end, end - scan.end));
         }
-        self.walk_entries(|off, rec| {
+        g.walk_entries(|off, rec| {
             r.index_entries += 1;
             let found = match rec {
                 Ok(h) if h.kind == RecordKind::Put => {
-                    matches!(self.locate(h.id), Ok(Some(at)) if at == off)
+                    matches!(g.locate(h.id), Ok(Some(at)) if at == off)
                 }
                 _ => false,
             };
@@ -1343,169 +1431,6 @@ impl PayloadStore {
             }
         })?;
         Ok(r)
-    }
-
-    /// Rewrites the log with only its live payloads, reclaiming the space of
-    /// replaced and deleted ones, and reopens the store on the new log.
-    ///
-    /// Every live record is read, its checksum checked, and written in log
-    /// order to `payload.data.tmp` under a new salt (so no checkpoint or
-    /// DiskHash table of the old log can ever be taken for the new one);
-    /// the new log is made durable, renamed over `payload.data`, and the
-    /// index is rebuilt from it and checkpointed. Needs free disk space for
-    /// the live bytes, and for the HashMap index a second index in RAM
-    /// while the new one is built.
-    ///
-    /// `&mut self`: no get or append can run meanwhile. Locations returned
-    /// before (`append`, `for_each`) do not survive it, and
-    /// `stats().recovery` describes the reopen on the new log.
-    ///
-    /// Failure before the rename (a damaged live record,
-    /// `Error::ChecksumMismatch`; a full disk, `Error::NoSpace`; any I/O
-    /// error) removes the temporary file and leaves the store as it was
-    /// and usable. A crash at any point leaves either the old log or the
-    /// new one, each whole. Failure after the rename (reopening the new
-    /// log) poisons this handle: reads still answer from the old log, and
-    /// reopening the directory finds the new one.
-    ///
-    /// Damage (what `verify` reports) in records that are no longer live is
-    /// dropped with them. A damaged live payload stops compaction with
-    /// `Error::Corrupt` before anything is written: delete or replace that
-    /// id first.
-    ///
-    /// ```
-    /// # use payloadstore::*;
-    /// # let dir = std::env::temp_dir().join(format!("ps-doc-{}-{}", std::process::id(), line!()));
-    /// # let _ = std::fs::remove_dir_all(&dir);
-    /// let mut store = PayloadStore::open(&dir)?;
-    /// for round in 0..10u8 {
-    ///     store.append(1, &[round; 1000], None)?; // nine of these are dead
-    /// }
-    /// let r = store.compact()?;
-    /// assert!(r.bytes_after < r.bytes_before / 5);
-    /// assert_eq!(store.get(1)?, Some(vec![9u8; 1000]));
-    /// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
-    /// # Ok::<(), payloadstore::Error>(())
-    /// ```
-    pub fn compact(&mut self) -> Result<CompactReport> {
-        let started = Instant::now();
-        self.writable()?;
-        self.sync()?;
-        let bytes_before = self.seg.committed();
-        let header = LogHeader {
-            version: format::FORMAT_VERSION,
-            salt: loop {
-                let s = sys::random_u64();
-                if s != self.salt {
-                    break s;
-                }
-            },
-            generation: self.generation + 1,
-            created: sys::unix_now(),
-        };
-        let io = self.opts.io.clone();
-        let tmp = self.dir.join(format::LOG_TMP_FILE);
-        let written = self.write_compacted(&tmp, &header, bytes_before);
-        let (payloads, bytes_after) = match written.and_then(|n| {
-            io.rename(&tmp, &self.dir.join(format::LOG_FILE))?;
-            Ok(n)
-        }) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = io::remove_if_present(&tmp);
-                return Err(e);
-            }
-        };
-        // The directory now names the new log; this handle still maps the
-        // old one, so from here a failure must stop it from appending.
-        let reopened = io.sync_dir(&self.dir).and_then(|()| {
-            let lock = self._lock.try_clone().map_err(|e| {
-                Error::io("duplicating the lock", self.dir.join(format::LOCK_FILE), e)
-            })?;
-            Self::open_locked(self.dir.clone(), self.opts.clone(), lock, Instant::now())
-        });
-        let new = match reopened {
-            Ok(new) => new,
-            Err(e) => {
-                self.poisoned.store(true, Ordering::Release);
-                return Err(e);
-            }
-        };
-        let mut old = std::mem::replace(self, new);
-        old.closed = true; // nothing of it is written again
-        drop(old);
-        self.save_index()?;
-        Ok(CompactReport {
-            payloads,
-            bytes_before,
-            bytes_after,
-            generation: self.generation,
-            duration: started.elapsed(),
-        })
-    }
-
-    /// `compact`'s copy: writes `header` and, in log order, every intact
-    /// record of `[LOG_HEADER_LEN, end)` the index names (resealed under the
-    /// new salt) to a new file at `path`, durable when this returns. Damage
-    /// that holds no live payload is left behind. Returns (payloads, file
-    /// length).
-    fn write_compacted(&self, path: &Path, header: &LogHeader, end: u64) -> Result<(u64, u64)> {
-        const FLUSH_AT: usize = 4 << 20;
-        let io = &*self.opts.io;
-        let mut f = io.create(path)?;
-        let mut buf = Vec::with_capacity(FLUSH_AT + (64 << 10));
-        buf.extend_from_slice(&header.encode(LOG_HEADER_LEN));
-        let (mut len, mut payloads, mut failed) = (0, 0u64, None);
-        // The scrub's mode: damage is stepped over and reported, not patched.
-        let mode = Mode {
-            watermark: u64::MAX,
-            repair: true,
-            writable: false,
-        };
-        let scan = recovery::scan(&self.seg, self.salt, LOG_HEADER_LEN, end, mode, |pos, h| {
-            if failed.is_some() || h.kind != RecordKind::Put {
-                return;
-            }
-            let copied = self.locate(h.id).and_then(|at| {
-                if at != Some(pos) {
-                    return Ok(()); // replaced or deleted later
-                }
-                let stored = self
-                    .seg
-                    .bytes(pos + RECORD_HEADER_LEN as u64, h.stored_len as usize)
-                    .expect("the scan just read this record");
-                let at = buf.len();
-                buf.extend_from_slice(&h.encode());
-                buf.extend_from_slice(stored);
-                format::seal_record(header.salt, &mut buf[at..]);
-                payloads += 1;
-                if buf.len() >= FLUSH_AT {
-                    io.write_all(&mut f, path, &buf)?;
-                    len += buf.len() as u64;
-                    buf.clear();
-                }
-                Ok(())
-            });
-            if let Err(e) = copied {
-                failed = Some(e);
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if payloads != self.len() as u64 {
-            let damaged = scan.repaired.first().map_or(scan.end, |d| d.0);
-            return Err(Error::Corrupt {
-                offset: damaged,
-                reason: "a live payload's record is damaged; delete or replace it, then compact",
-            });
-        }
-        io.write_all(&mut f, path, &buf)?;
-        len += buf.len() as u64;
-        // A clean end: the watermark covers the whole new log.
-        io.write_at(&f, path, &header.encode(len), 0)?;
-        io.sync_all(&f, path)?;
-        Ok((payloads, len))
     }
 
     /// Syncs, saves the index, trims the preallocated tail and releases the
@@ -1531,11 +1456,12 @@ impl PayloadStore {
         self.writable()?;
         self.sync()?;
         self.save_index()?;
-        let end = self.seg.committed();
+        let g = self.gen.load();
+        let end = g.seg.committed();
         // No reader can exist (we hold &mut self): trimming the file is safe.
-        self.seg.set_len(end)?;
-        self.seg.write_watermark(end)?;
-        self.seg.sync()
+        g.seg.set_len(end)?;
+        g.seg.write_watermark(end)?;
+        g.seg.sync()
     }
 }
 

@@ -62,7 +62,7 @@ fn only_live_payloads_survive_and_every_one_is_intact() {
     for backend in backends() {
         let t = TempDir::new("compact");
         let opts = Options::default().backend(backend);
-        let mut s = PayloadStore::open_with_options(t.store(), opts.clone()).unwrap();
+        let s = PayloadStore::open_with_options(t.store(), opts.clone()).unwrap();
         let (mut model, deleted) = fill(&s, 600);
         let before = s.stats();
         assert!(before.dead_bytes > 0);
@@ -113,7 +113,7 @@ fn only_live_payloads_survive_and_every_one_is_intact() {
 #[test]
 fn an_empty_store_and_a_read_only_one() {
     let t = TempDir::new("compact-empty");
-    let mut s = PayloadStore::open(t.store()).unwrap();
+    let s = PayloadStore::open(t.store()).unwrap();
     let r = s.compact().unwrap();
     assert_eq!((r.payloads, r.bytes_before, r.bytes_after), (0, 128, 128));
     s.append(1, b"one", None).unwrap();
@@ -122,7 +122,7 @@ fn an_empty_store_and_a_read_only_one() {
     assert_eq!((r.payloads, r.bytes_after), (0, 128));
     assert!(s.is_empty());
     s.close().unwrap();
-    let mut ro =
+    let ro =
         PayloadStore::open_with_options(t.store(), Options::default().read_only(true)).unwrap();
     assert!(matches!(ro.compact(), Err(Error::ReadOnly)));
 }
@@ -153,7 +153,7 @@ fn damage_stops_compaction_and_changes_nothing() {
     for backend in backends() {
         let t = TempDir::new("compact-damage");
         let opts = Options::default().backend(backend);
-        let mut s = PayloadStore::open_with_options(t.store(), opts.clone()).unwrap();
+        let s = PayloadStore::open_with_options(t.store(), opts.clone()).unwrap();
         let (mut model, deleted) = fill(&s, 200);
         let hit = 5u128; // live, replaced twice
         damage(&t.store(), &s, hit);
@@ -189,7 +189,7 @@ fn damage_stops_compaction_and_changes_nothing() {
 #[test]
 fn damage_in_dead_records_is_dropped() {
     let t = TempDir::new("compact-dead-damage");
-    let mut s = PayloadStore::open(t.store()).unwrap();
+    let s = PayloadStore::open(t.store()).unwrap();
     let (model, deleted) = fill(&s, 200);
     // a payload damaged on disk, then deleted: its record is dead
     let doomed = 400u128;
@@ -224,7 +224,7 @@ fn a_failed_write_sync_or_rename_leaves_the_store_as_it_was() {
             copy_dir(&template, &dir);
             let io = FaultyIo::new();
             let opts = Options::default().backend(backend).io(io.clone());
-            let mut s = PayloadStore::open_with_options(&dir, opts).unwrap();
+            let s = PayloadStore::open_with_options(&dir, opts).unwrap();
             let start = io.ops();
             s.compact().unwrap();
             io.ops() - start
@@ -236,7 +236,7 @@ fn a_failed_write_sync_or_rename_leaves_the_store_as_it_was() {
                 copy_dir(&template, &dir);
                 let io: Arc<FaultyIo> = FaultyIo::new();
                 let opts = Options::default().backend(backend).io(io.clone());
-                let mut s = PayloadStore::open_with_options(&dir, opts.clone()).unwrap();
+                let s = PayloadStore::open_with_options(&dir, opts.clone()).unwrap();
                 io.fail_at(io.ops() + n, fault, false);
                 match s.compact() {
                     Ok(_) => {}
@@ -278,7 +278,7 @@ fn compaction_child() {
         Ok("DiskHash") => IndexBackend::DiskHash,
         _ => IndexBackend::HashMap,
     };
-    let mut s = PayloadStore::open_with_options(&dir, Options::default().backend(backend)).unwrap();
+    let s = PayloadStore::open_with_options(&dir, Options::default().backend(backend)).unwrap();
     for round in 0u64.. {
         println!("{round}");
         s.compact().unwrap();
@@ -350,7 +350,7 @@ fn kill_9_during_compaction() {
 #[test]
 fn compaction_while_the_ram_table_grows_and_of_odd_payloads() {
     let t = TempDir::new("compact-grow");
-    let mut s = PayloadStore::open(t.store()).unwrap();
+    let s = PayloadStore::open(t.store()).unwrap();
     let mut model = HashMap::new();
     // enough ids that the RAM table is grown in the helper thread; the
     // compaction starts right after the last append, with a growth likely
@@ -369,4 +369,123 @@ fn compaction_while_the_ram_table_grows_and_of_odd_payloads() {
     assert_eq!(r.payloads, 150_000);
     assert_holds(&s, &model, &[]);
     assert!(s.verify().unwrap().is_clean());
+}
+
+#[test]
+fn readers_and_writers_go_on_during_compaction() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    for backend in backends() {
+        let t = TempDir::new("compact-online");
+        let s = PayloadStore::open_with_options(t.store(), Options::default().backend(backend))
+            .unwrap();
+        let (settled, deleted) = fill(&s, 1500);
+        let stop = AtomicBool::new(false);
+        let reads = AtomicU64::new(0);
+        let written = AtomicU64::new(0);
+        let (model, rounds) = std::thread::scope(|sc| {
+            // readers: every settled id, over and over, must read right
+            for r in 0..2u64 {
+                let (s, settled, deleted, stop, reads) = (&s, &settled, &deleted, &stop, &reads);
+                sc.spawn(move || {
+                    let mut rng = Rng(r + 1);
+                    let ids: Vec<u128> = settled.keys().copied().collect();
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = ids[rng.below(ids.len() as u64) as usize];
+                        assert_eq!(s.get(id).unwrap().as_ref(), Some(&settled[&id]), "id {id}");
+                        let gone = deleted[rng.below(deleted.len() as u64) as usize];
+                        assert_eq!(s.get(gone).unwrap(), None);
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            // a writer: new ids, replacements, deletes, syncs and batches
+            let writer = sc.spawn(|| {
+                let mut model: HashMap<u128, Option<Vec<u8>>> = HashMap::new();
+                let mut rng = Rng(99);
+                let mut version = 10u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = 100_000 + u128::from(rng.below(3000));
+                    version += 1;
+                    match rng.below(10) {
+                        0 => {
+                            s.delete(id).unwrap();
+                            model.insert(id, None);
+                        }
+                        1 => s.sync().unwrap(),
+                        3 => {
+                            // large and incompressible: the log grows past
+                            // what the switch copies, so catch-up rounds run
+                            let mut rng2 = Rng(version);
+                            let v: Vec<u8> = (0..1 << 20).map(|_| rng2.next() as u8).collect();
+                            s.append(id, &v, None).unwrap();
+                            model.insert(id, Some(v));
+                        }
+                        2 => {
+                            let items: Vec<(u128, Vec<u8>)> =
+                                (0..8).map(|k| (id + k, value(id + k, version))).collect();
+                            let refs: Vec<(u128, &[u8])> =
+                                items.iter().map(|(i, v)| (*i, v.as_slice())).collect();
+                            s.append_batch(&refs, None).unwrap();
+                            for (i, v) in items {
+                                model.insert(i, Some(v));
+                            }
+                        }
+                        _ => {
+                            let v = value(id, version);
+                            s.append(id, &v, None).unwrap();
+                            model.insert(id, Some(v));
+                        }
+                    }
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                model
+            });
+            let mut rounds = Vec::new();
+            for _ in 0..3 {
+                let before = written.load(Ordering::Relaxed);
+                let r = s.compact();
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed); // or the scope never ends
+                }
+                rounds.push((r.unwrap(), written.load(Ordering::Relaxed) - before));
+            }
+            stop.store(true, Ordering::Relaxed);
+            (writer.join().unwrap(), rounds)
+        });
+        assert!(reads.load(Ordering::Relaxed) > 0);
+        assert_eq!(rounds.last().unwrap().0.generation, 3);
+        println!(
+            "{backend:?}: writes during each compaction {:?}",
+            rounds.iter().map(|r| r.1).collect::<Vec<_>>()
+        );
+        let check = |s: &PayloadStore| {
+            assert_holds_with(s, &settled, &deleted, &model);
+            assert!(s.verify().unwrap().is_clean());
+        };
+        check(&s);
+        s.close().unwrap();
+        let s = PayloadStore::open_with_options(t.store(), Options::default().backend(backend))
+            .unwrap();
+        check(&s);
+    }
+}
+
+/// `assert_holds` for the settled ids plus a writer's model (None: deleted).
+fn assert_holds_with(
+    s: &PayloadStore,
+    settled: &HashMap<u128, Vec<u8>>,
+    deleted: &[u128],
+    model: &HashMap<u128, Option<Vec<u8>>>,
+) {
+    for (&id, want) in settled {
+        assert_eq!(s.get(id).unwrap().as_ref(), Some(want), "id {id}");
+    }
+    for &id in deleted {
+        assert_eq!(s.get(id).unwrap(), None, "deleted id {id}");
+    }
+    for (&id, want) in model {
+        assert_eq!(&s.get(id).unwrap(), want, "written id {id}");
+    }
+    let live = model.values().filter(|v| v.is_some()).count();
+    assert_eq!(s.len(), settled.len() + live);
 }

@@ -162,7 +162,7 @@ fn run(ops: Vec<Op>, backend: IndexBackend) {
                 store = Some(open(&dir, backend));
             }
             Op::Compact => {
-                let s = store.as_mut().unwrap();
+                let s = store.as_ref().unwrap();
                 let r = s.compact().unwrap();
                 assert_eq!(r.payloads, model.len() as u64);
                 assert_eq!(s.stats().dead_bytes, 0);

@@ -36,7 +36,7 @@ fn hundreds_of_power_cuts() {
             .backend(backend)
             .auto_checkpoint_bytes(300_000)
             .io(io.clone());
-        let mut s = PayloadStore::open_with_options(&dir, opts).unwrap();
+        let s = PayloadStore::open_with_options(&dir, opts).unwrap();
         let mut versions: HashMap<u128, Vec<Version>> = HashMap::new();
         let steps = 1 + r.below(80);
         for step in 0..steps {

@@ -234,8 +234,8 @@ type CompactReport struct {
 }
 
 // Compact rewrites the log with only the live payloads, dropping replaced
-// and deleted ones. No other goroutine may use the store during the call
-// (as for Close); locations returned before it become invalid.
+// and deleted ones, while other goroutines read and append; locations
+// returned before it become invalid.
 func (s *Store) Compact() (CompactReport, error) {
 	var r C.ps_compact_report
 	if err := statusErr(C.ps_store_compact(s.p, &r)); err != nil {

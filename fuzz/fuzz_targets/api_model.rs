@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => st.sync().unwrap(),
             7 if arg & 3 == 3 => {
-                let r = s.as_mut().unwrap().compact().unwrap();
+                let r = st.compact().unwrap();
                 assert_eq!(r.payloads, model.len() as u64);
             }
             7 => st.save_index().unwrap(),

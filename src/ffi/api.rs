@@ -779,25 +779,24 @@ pub struct ps_compact_report {
 }
 
 /// Rewrites the log with only its live payloads (replaced and deleted ones
-/// are dropped), then reopens the store on it. Fills `*out_report` unless
-/// it is NULL. Needs free disk space for the live bytes.
+/// are dropped). Fills `*out_report` unless it is NULL. Other threads may
+/// go on reading and appending: appends wait only for the switch to the new
+/// log at the end; one compaction runs at a time. Needs free disk space for
+/// the live bytes. Locations from before it are void after it.
 ///
-/// **No other thread may use the store during this call** (as for
-/// `ps_store_close`); locations returned before it are no longer valid.
-///
-/// Errors: `PS_ERR_READ_ONLY`; `PS_ERR_CORRUPT` when a live payload's
-/// record is damaged (delete or replace it first; damage in dead records is
-/// dropped); `PS_ERR_NO_SPACE` or `PS_ERR_IO` from writing the new log. In
-/// each of those the store is unchanged and usable. `PS_ERR_IO` after the
-/// new log is in place but could not be reopened poisons the handle:
-/// reads still work, writes return `PS_ERR_POISONED`; close and reopen.
+/// Errors, each leaving the store as it was and usable:
+/// `PS_ERR_READ_ONLY`, `PS_ERR_POISONED`; `PS_ERR_CORRUPT` when a live
+/// payload's record is damaged (delete or replace it first; damage in dead
+/// records is dropped); `PS_ERR_NO_SPACE` or `PS_ERR_IO` from writing the
+/// new log. An I/O error after the new log is in place poisons the handle
+/// (reads still work, writes return `PS_ERR_POISONED`): close and reopen.
 #[no_mangle]
 pub extern "C" fn ps_store_compact(
-    store: *mut ps_store,
+    store: *const ps_store,
     out_report: *mut ps_compact_report,
 ) -> ps_status {
     run(|| {
-        let r = handle_mut(store)?.compact().map_err(fail)?;
+        let r = handle(store)?.compact().map_err(fail)?;
         write_out(
             out_report,
             ps_compact_report {

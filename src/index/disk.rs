@@ -332,6 +332,11 @@ fn header_crc(h: &[u8]) -> u32 {
 }
 
 impl DiskIndex {
+    /// Names the file after a rename (the path is what `Io` calls report).
+    pub fn set_path(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Creates a new, empty index file for the log with `log_salt` (replacing
     /// any old one) and opens it.
     pub fn create(dir: &Path, log_salt: u64, io: Arc<dyn Io>) -> Result<Opened> {

@@ -1,6 +1,8 @@
-/* Several pthreads read and verify while one appends; one ps_store shared.
- * Readers only ask for ids the writer has published (after append returned),
- * so every read must succeed with exactly the written bytes. */
+/* Several pthreads read and verify while one appends (and rewrites every
+ * third payload with the same bytes, leaving dead records) and one compacts
+ * the store over and over; one ps_store shared. Readers only ask for ids the
+ * writer has published (after append returned), so every read must succeed
+ * with exactly the written bytes, whichever log it is served from. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,6 +26,7 @@ static void *writer(void *arg) {
         ps_edge_id id = {0xABCD, i};
         fill_payload(buf, len_of(i), i);
         CHECK_ST(ps_store_append(store, id, buf, len_of(i), PS_COMPRESSION_AUTO, NULL), PS_OK);
+        if (i % 3 == 0) CHECK_ST(ps_store_append(store, id, buf, len_of(i), PS_COMPRESSION_AUTO, NULL), PS_OK);
         atomic_store(&published, i + 1);
         if (i % 5000 == 4999) CHECK_ST(ps_store_sync(store), PS_OK);
     }
@@ -57,15 +60,30 @@ static void *reader(void *arg) {
     return (void *)(uintptr_t)reads;
 }
 
+static void *compactor(void *arg) {
+    (void)arg;
+    uint64_t rounds = 0;
+    ps_compact_report r;
+    do {
+        CHECK_ST(ps_store_compact(store, &r), PS_OK);
+        rounds++;
+        CHECK(r.generation == rounds);
+    } while (atomic_load(&published) < TOTAL);
+    return (void *)(uintptr_t)rounds;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) TOTAL = strtoull(argv[1], NULL, 10);
     CHECK(TOTAL > 0);
     char *dir = make_temp_dir("cthreads");
     CHECK_ST(ps_store_open(dir, NULL, &store), PS_OK);
-    pthread_t w, r[READERS];
+    pthread_t w, c, r[READERS];
     CHECK(pthread_create(&w, NULL, writer, NULL) == 0);
+    CHECK(pthread_create(&c, NULL, compactor, NULL) == 0);
     for (uintptr_t k = 0; k < READERS; k++) CHECK(pthread_create(&r[k], NULL, reader, (void *)(k + 1)) == 0);
     CHECK(pthread_join(w, NULL) == 0);
+    void *compactions;
+    CHECK(pthread_join(c, &compactions) == 0);
     uint64_t total_reads = 0;
     for (int k = 0; k < READERS; k++) {
         void *res;
@@ -73,9 +91,23 @@ int main(int argc, char **argv) {
         total_reads += (uint64_t)(uintptr_t)res;
     }
     CHECK(ps_store_len(store) == TOTAL);
+    /* once more, all published: only the rewritten copies are dead */
+    ps_stats st;
+    ps_compact_report last;
+    CHECK_ST(ps_store_compact(store, &last), PS_OK);
+    CHECK_ST(ps_store_stats(store, &st), PS_OK);
+    CHECK(st.dead_bytes == 0 && last.payloads == TOTAL);
+    for (uint64_t i = 0; i < TOTAL; i++) {
+        unsigned char want[3000], got[3000];
+        size_t len = 0;
+        ps_edge_id id = {0xABCD, i};
+        CHECK_ST(ps_store_get_into(store, id, got, sizeof got, &len), PS_OK);
+        fill_payload(want, len_of(i), i);
+        CHECK(len == len_of(i) && memcmp(got, want, len) == 0);
+    }
     CHECK_ST(ps_store_close(store), PS_OK);
     remove_dir(dir);
     free(dir);
-    printf("test_threads: %llu appends, %llu verified reads on %d threads\n", (unsigned long long)TOTAL, (unsigned long long)total_reads, READERS);
+    printf("test_threads: %llu appends, %llu verified reads on %d threads, %llu compactions meanwhile\n", (unsigned long long)TOTAL, (unsigned long long)total_reads, READERS, (unsigned long long)(uintptr_t)compactions);
     return 0;
 }
