@@ -304,7 +304,7 @@ impl PayloadStore {
         if writable {
             // What an interrupted `compact` (or log creation) left behind.
             io::remove_if_present(&dir.join(format::LOG_TMP_FILE))?;
-            let d = dir.join(compact::DISK_TMP_DIR);
+            let d = dir.join(compact::TMP_DIR);
             if d.exists() {
                 std::fs::remove_dir_all(&d)
                     .map_err(|e| Error::io("removing a stale compaction directory", &d, e))?;

@@ -11,7 +11,9 @@
 //! 2. **Catch up.** What was appended meanwhile, `[E, E')`, is copied
 //!    record by record, tombstones included, in log order, so that
 //!    replaying the new log gives what replaying the old one gives. Repeated
-//!    while the tail is large.
+//!    while the tail is large; after a few rounds (appends keeping pace with
+//!    the copy) the rest is copied 4 MiB at a time under the writer lock, so
+//!    appends slow down and the tail shrinks.
 //! 3. **Switch**, under the checkpoint, writer and sync locks (appends and
 //!    syncs wait; readers do not): the last tail is copied, the new log is
 //!    made durable, renamed over `payload.data` (and a new `index.dh` over
@@ -26,8 +28,8 @@
 //!
 //! # Crash safety
 //!
-//! Before the log's rename the directory holds the old log, whole (a new
-//! `index.dh` waits in `compact.tmp/`). After it, the new log is complete
+//! Before the log's rename the directory holds the old log, whole (the new
+//! `index.dh` or `index.ckpt` waits in `compact.tmp/`). After it, the new log is complete
 //! and durable. A checkpoint or DiskHash table of the other generation
 //! never matches (the salts differ), so the next open rebuilds it instead.
 //! A writable open removes `payload.data.tmp` and `compact.tmp/`.
@@ -38,8 +40,9 @@ use super::*;
 const CATCH_UP_ROUNDS: usize = 4;
 /// A tail at most this long is copied at the switch, writers waiting.
 const SWITCH_TAIL: u64 = 4 << 20;
-/// Where a new DiskHash table is built before it is renamed into place.
-pub(super) const DISK_TMP_DIR: &str = "compact.tmp";
+/// Where the new DiskHash table or checkpoint is built before it is renamed
+/// into place.
+pub(super) const TMP_DIR: &str = "compact.tmp";
 
 /// The generation being written, and what its writer needs.
 struct Next {
@@ -51,7 +54,8 @@ struct Next {
 /// What a compaction that does not finish leaves behind, removed on drop.
 struct TmpFiles {
     log: PathBuf,
-    disk_dir: Option<PathBuf>,
+    /// `compact.tmp/`: the new index (DiskHash table or checkpoint).
+    dir: PathBuf,
     /// The log was renamed into place: it stays.
     log_installed: bool,
 }
@@ -61,9 +65,7 @@ impl Drop for TmpFiles {
         if !self.log_installed {
             let _ = io::remove_if_present(&self.log);
         }
-        if let Some(d) = &self.disk_dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -84,8 +86,7 @@ impl Next {
         };
         let files = TmpFiles {
             log: store.dir.join(format::LOG_TMP_FILE),
-            disk_dir: (opts.backend == IndexBackend::DiskHash)
-                .then(|| store.dir.join(DISK_TMP_DIR)),
+            dir: store.dir.join(TMP_DIR),
             log_installed: false,
         };
         let mut f = opts.io.create(&files.log)?;
@@ -107,14 +108,14 @@ impl Next {
         );
         seg.map_upto(LOG_HEADER_LEN)?;
         seg.set_committed(LOG_HEADER_LEN);
-        let (index, mut ix) = match &files.disk_dir {
-            Some(d) => {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| Error::io("creating the compaction directory", d, e))?;
-                let o = DiskIndex::create(d, salt, opts.io.clone())?;
+        std::fs::create_dir_all(&files.dir)
+            .map_err(|e| Error::io("creating the compaction directory", &files.dir, e))?;
+        let (index, mut ix) = match opts.backend {
+            IndexBackend::DiskHash => {
+                let o = DiskIndex::create(&files.dir, salt, opts.io.clone())?;
                 (Index::Disk(o.index), IndexWriter::Disk(o.writer))
             }
-            None => {
+            IndexBackend::HashMap => {
                 let (m, mw) = MemIndex::new(store.len() as u64);
                 (Index::Mem(m), IndexWriter::Mem(mw))
             }
@@ -182,32 +183,47 @@ impl Next {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Copies every record of `[from, to)` of `old`, in order.
-    fn copy_all(&mut self, old: &Gen, from: u64, to: u64) -> Result<()> {
-        let mode = Mode {
-            watermark: u64::MAX, // damage is an error, not a torn tail
-            repair: false,
-            writable: false,
+    /// Copies every record of `old` from `from` on, in order, until `to`
+    /// or until `budget` bytes are copied; returns where it stopped (a
+    /// record boundary).
+    fn copy_all(&mut self, old: &Gen, from: u64, to: u64, budget: u64) -> Result<u64> {
+        let mut pos = from;
+        while pos < to && pos - from < budget {
+            let (h, stored) = old
+                .seg
+                .record(old.salt, pos)
+                .map_err(|reason| Error::Corrupt {
+                    offset: pos,
+                    reason,
+                })?;
+            if h.kind != RecordKind::Padding {
+                self.push(&h, stored)?;
+            }
+            pos += h.record_len();
+        }
+        Ok(pos)
+    }
+
+    /// HashMap: saves the new index's checkpoint in `compact.tmp/` (the
+    /// log must be durable up to the writer's end); renamed into place at
+    /// the switch, so the writers never wait for the snapshot. Returns the
+    /// end it covers (0: DiskHash, which keeps its own state).
+    fn save_checkpoint(&mut self, io: &dyn crate::io::Io) -> Result<u64> {
+        let (Index::Mem(m), IndexWriter::Mem(mw)) = (&self.gen.index, &self.w.ix) else {
+            return Ok(0);
         };
-        let mut failed = None;
-        let scan = recovery::scan(&old.seg, old.salt, from, to, mode, |pos, h| {
-            if failed.is_some() || h.kind == RecordKind::Padding {
-                return;
-            }
-            if let Err(e) = self.push(h, stored_bytes(old, pos, h)) {
-                failed = Some(e);
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if scan.end != to {
-            return Err(Error::Corrupt {
-                offset: scan.end,
-                reason: "the log ends early in records appended during compaction",
-            });
-        }
-        Ok(())
+        let (slots, hi) = m.snapshot(mw);
+        let header = CheckpointHeader {
+            backend: format::CKPT_BACKEND_MEMORY,
+            salt: self.gen.salt,
+            covered_end: self.w.cur.end,
+            last_record: self.w.last_record,
+            saved_at: sys::unix_now(),
+            slots: slots.len() as u64,
+            counters: self.w.counters,
+        };
+        checkpoint::save(io, &self.files.dir, &header, &slots, &hi)?;
+        Ok(self.w.cur.end)
     }
 
     /// Makes everything written so far durable, the header's watermark too.
@@ -280,9 +296,25 @@ impl PayloadStore {
             if to - done <= SWITCH_TAIL {
                 break;
             }
-            next.copy_all(&old, done, to)?;
-            done = to;
+            done = next.copy_all(&old, done, to, u64::MAX)?;
         }
+        // Appends that keep pace with the copy would keep the tail long:
+        // copy the rest a slice at a time under the writer lock, so that
+        // appends slow down (each waits at most one slice) and the tail
+        // shrinks.
+        loop {
+            let w = self.writer.lock();
+            if w.cur.end - done <= SWITCH_TAIL {
+                break;
+            }
+            done = next.copy_all(&old, done, w.cur.end, SWITCH_TAIL)?;
+        }
+        next.sync()?;
+        // a table being grown is finished now rather than with writers waiting
+        next.gen.index.settle(&mut next.w.ix, true);
+        let covered = next.save_checkpoint(&*self.opts.io)?;
+        // what was appended while the table and checkpoint were finished
+        done = next.copy_all(&old, done, old.seg.committed(), u64::MAX)?;
         next.sync()?;
 
         // The switch: appends, syncs and checkpoints wait from here.
@@ -291,7 +323,7 @@ impl PayloadStore {
         let _sync = self.sync_lock.lock();
         self.writable()?;
         let bytes_before = w.cur.end;
-        next.copy_all(&old, done, bytes_before)?;
+        next.copy_all(&old, done, bytes_before, u64::MAX)?;
         if next.w.counters.live != w.counters.live {
             return Err(Error::Corrupt {
                 offset: 0,
@@ -299,7 +331,7 @@ impl PayloadStore {
             });
         }
         next.sync()?;
-        // settle the new table's growth before it is published
+        // (the tail rarely grows the new table; if it did, finish it)
         next.gen.index.settle(&mut next.w.ix, true);
         let io = &*self.opts.io;
         io.rename(&next.files.log, &self.dir.join(format::LOG_FILE))?;
@@ -307,9 +339,11 @@ impl PayloadStore {
         // The directory now names the new log; this handle still writes the
         // old one until the swap below, so a failure here must stop it.
         let installed = (|| {
-            if let Some(d) = &next.files.disk_dir {
-                io.rename(&d.join(disk::FILE), &self.dir.join(disk::FILE))?;
-            }
+            let name = match self.opts.backend {
+                IndexBackend::DiskHash => disk::FILE,
+                IndexBackend::HashMap => format::INDEX_FILE,
+            };
+            io.rename(&next.files.dir.join(name), &self.dir.join(name))?;
             io.sync_dir(&self.dir)
         })();
         if let Err(e) = installed {
@@ -333,19 +367,35 @@ impl PayloadStore {
         if bytes_after <= self.opts.huge_reads_max {
             gen.seg.huge_reads_below(bytes_after);
         }
-        self.gen.store(Arc::new(gen));
-        *w = nw;
+        let old_gen = self.gen.swap(Arc::new(gen));
+        let old_writer = std::mem::replace(&mut *w, nw);
         self.live.store(w.counters.live, Ordering::Relaxed);
         self.durable.store(bytes_after, Ordering::Release);
         self.watermark.store(bytes_after, Ordering::Relaxed);
-        *mark = CheckpointMark::default();
+        *mark = match covered {
+            0 => CheckpointMark::default(),
+            end => CheckpointMark {
+                covered_end: end,
+                saved_at: Some(sys::unix_now()),
+            },
+        };
         drop(_sync);
         drop(w);
         drop(mark);
-        drop(old); // the old maps go when the last reader of them leaves
-                   // The compaction is done and durable; without a checkpoint the next
-                   // open rebuilds the index from the log, nothing worse.
-        if let Err(e) = self.save_index() {
+        // Outside the locks: the old index (and any helper thread growing
+        // it); the old maps go when the last reader of them leaves.
+        drop(old_writer);
+        drop(old_gen);
+        drop(old);
+        // DiskHash: its table is marked clean. (HashMap: the checkpoint
+        // renamed into place covers all but the last tail.) The compaction
+        // is done and durable either way: without a checkpoint the next
+        // open rebuilds the index from the log, nothing worse.
+        let saved = match self.opts.backend {
+            IndexBackend::DiskHash => self.save_index(),
+            IndexBackend::HashMap => Ok(()),
+        };
+        if let Err(e) = saved {
             self.emit(
                 LogLevel::Warn,
                 &format!("compaction done, but its index checkpoint failed: {e}"),
