@@ -398,6 +398,22 @@ fn readers_and_writers_go_on_during_compaction() {
                     }
                 });
             }
+            // a flood: 256 KiB payloads as fast as they go, so the appends
+            // keep pace with the copy and the tail is copied in slices
+            // under the writer lock; its ids are replaced over and over
+            let flood = sc.spawn(|| {
+                let mut last = HashMap::new();
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = 200_000 + u128::from(k % 16);
+                    let mut rng = Rng(k);
+                    let v: Vec<u8> = (0..256 << 10).map(|_| rng.next() as u8).collect();
+                    s.append(id, &v, Some(CompressionType::None)).unwrap();
+                    last.insert(id, Some(v));
+                    k += 1;
+                }
+                last
+            });
             // a writer: new ids, replacements, deletes, syncs and batches
             let writer = sc.spawn(|| {
                 let mut model: HashMap<u128, Option<Vec<u8>>> = HashMap::new();
@@ -450,7 +466,9 @@ fn readers_and_writers_go_on_during_compaction() {
                 rounds.push((r.unwrap(), written.load(Ordering::Relaxed) - before));
             }
             stop.store(true, Ordering::Relaxed);
-            (writer.join().unwrap(), rounds)
+            let mut model = writer.join().unwrap();
+            model.extend(flood.join().unwrap());
+            (model, rounds)
         });
         assert!(reads.load(Ordering::Relaxed) > 0);
         assert_eq!(rounds.last().unwrap().0.generation, 3);
