@@ -29,8 +29,8 @@
 //! # Crash safety
 //!
 //! Before the log's rename the directory holds the old log, whole (the new
-//! `index.dh` or `index.ckpt` waits in `compact.tmp/`). After it, the new log is complete
-//! and durable. A checkpoint or DiskHash table of the other generation
+//! `index.dh` or `index.ckpt` waits in `compact.tmp/`). After it, the new
+//! log is complete and durable. A checkpoint or DiskHash table of the other generation
 //! never matches (the salts differ), so the next open rebuilds it instead.
 //! A writable open removes `payload.data.tmp` and `compact.tmp/`.
 
@@ -158,14 +158,15 @@ impl Next {
     }
 
     /// Copies the records of `[from, to)` of `old` that its index names.
-    fn copy_live(&mut self, old: &Gen, from: u64, to: u64) -> Result<()> {
+    /// Returns where the first damage it stepped over starts, if any.
+    fn copy_live(&mut self, old: &Gen, from: u64, to: u64) -> Result<Option<u64>> {
         let mode = Mode {
             watermark: u64::MAX,
             repair: true, // damage is stepped over; the live count catches a live loss
             writable: false,
         };
         let mut failed = None;
-        recovery::scan(&old.seg, old.salt, from, to, mode, |pos, h| {
+        let scan = recovery::scan(&old.seg, old.salt, from, to, mode, |pos, h| {
             if failed.is_some() || h.kind != RecordKind::Put {
                 return;
             }
@@ -180,7 +181,10 @@ impl Next {
                 failed = Some(e);
             }
         })?;
-        failed.map_or(Ok(()), Err)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(scan.repaired.first().map(|d| d.0)),
+        }
     }
 
     /// Copies every record of `old` from `from` on, in order, until `to`
@@ -290,7 +294,7 @@ impl PayloadStore {
         let mut next = Next::create(self, &old)?;
         // `done`: the old log is copied up to here
         let mut done = old.seg.committed();
-        next.copy_live(&old, LOG_HEADER_LEN, done)?;
+        let damaged = next.copy_live(&old, LOG_HEADER_LEN, done)?;
         for _ in 0..CATCH_UP_ROUNDS {
             let to = old.seg.committed();
             if to - done <= SWITCH_TAIL {
@@ -326,7 +330,7 @@ impl PayloadStore {
         next.copy_all(&old, done, bytes_before, u64::MAX)?;
         if next.w.counters.live != w.counters.live {
             return Err(Error::Corrupt {
-                offset: 0,
+                offset: damaged.unwrap_or(0),
                 reason: "a live payload's record is damaged (see verify); delete or replace it, then compact",
             });
         }
