@@ -1,6 +1,6 @@
 /* The main demo: open a store in a temporary directory, append a mix of
- * small, medium and large payloads, read every one back and check it, close,
- * reopen, and print what happened. Build and run: bash examples/run-demo.sh */
+ * small, medium and large payloads, read every one back and check it, delete
+ * some and compact, close, reopen, and print what happened. Build and run: bash examples/run-demo.sh */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -108,6 +108,23 @@ int main(int argc, char **argv) {
     printf("an id never written: %s\n", ps_status_str(ps_store_get(store, missing, &b)));
     ps_location bogus = {12345, 100, PS_COMPRESSION_NONE};
     printf("a made-up location: %s\n", ps_status_str(ps_store_get_at(store, bogus, &b)));
+
+    /* delete the last tenth of each kind, then compact: the log keeps only what is live */
+    {
+        uint64_t end = 0, deleted = 0;
+        for (int k = 0; k < 3; k++) {
+            end += kinds[k].count;
+            for (uint64_t i = 1; i <= kinds[k].count / 10; i++, deleted++) {
+                ps_edge_id eid = {(uint64_t)k, end - i};
+                if ((st = ps_store_delete(store, eid, NULL)) != PS_OK) DIE(st, "ps_store_delete");
+            }
+        }
+        ps_compact_report cr;
+        if ((st = ps_store_compact(store, &cr)) != PS_OK) DIE(st, "ps_store_compact");
+        printf("deleted %llu payloads, compacted: %llu live, log %.1f -> %.1f MiB in %.0f ms\n",
+               (unsigned long long)deleted, (unsigned long long)cr.payloads, cr.bytes_before / 1048576.0,
+               cr.bytes_after / 1048576.0, cr.micros / 1e3);
+    }
 
     ps_stats s;
     ps_store_stats(store, &s);
