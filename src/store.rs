@@ -293,13 +293,6 @@ impl PayloadStore {
                 .map_err(|e| Error::io("creating the store directory", &dir, e))?;
         }
         let lock = sys::lock_dir(&dir.join(format::LOCK_FILE), writable)?;
-        Self::open_locked(dir, opts, lock, started)
-    }
-
-    /// The rest of `open_with_options`, once the directory is locked
-    /// (`lock`); also how `compact` opens the log it wrote.
-    fn open_locked(dir: PathBuf, opts: Options, lock: File, started: Instant) -> Result<Self> {
-        let writable = !opts.read_only;
         let log_path = dir.join(format::LOG_FILE);
         if writable {
             // What an interrupted `compact` (or log creation) left behind.
