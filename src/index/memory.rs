@@ -528,6 +528,38 @@ impl MemWriter {
     }
 }
 
+/// A copy of a table's slots, control words and high tag bytes (see
+/// `MemIndex::raw_copy`).
+pub struct RawTable {
+    slots: Vec<u64>,
+    ctrl: Vec<u64>,
+    hi: Vec<u8>,
+}
+
+impl RawTable {
+    /// The checkpoint's layout (see `MemIndex::snapshot`), converted in
+    /// place: the copy's slots become the checkpoint's.
+    pub fn into_checkpoint(self) -> (Vec<u64>, Vec<u16>) {
+        let RawTable {
+            mut slots,
+            ctrl,
+            hi: hi8,
+        } = self;
+        let mut hi = Vec::with_capacity(slots.len());
+        for (i, (v, &h)) in slots.iter_mut().zip(&hi8).enumerate() {
+            if *v == EMPTY || *v == DELETED {
+                hi.push(0);
+                continue;
+            }
+            let c = (ctrl[i / 8] >> (8 * (i % 8))) as u8;
+            let (slot, high) = to_ckpt(*v & OFFSET_MASK, tag_from(c, *v, h));
+            *v = slot;
+            hi.push(high);
+        }
+        (slots, hi)
+    }
+}
+
 /// The in-memory index.
 pub struct MemIndex {
     table: ArcSwap<Table>,
@@ -770,26 +802,33 @@ impl MemIndex {
         self.table.load().cap() * BYTES_PER_SLOT
     }
 
-    /// Copies the table out for a checkpoint, in the checkpoint's layout
-    /// (see the module docs): slots with a 48-bit offset and tag bits
-    /// 0..16, and tag bits 16..32 per slot.
-    pub fn snapshot(&self, w: &MemWriter) -> (Vec<u64>, Vec<u16>) {
+    /// A plain copy of the table's arrays, cheap enough to take under the
+    /// writer lock (about a memory copy); `RawTable::into_checkpoint` turns
+    /// it into the checkpoint's layout afterwards.
+    pub fn raw_copy(&self, w: &MemWriter) -> RawTable {
         let t = &w.table;
-        let mut slots = Vec::with_capacity(t.slots.len());
-        let mut hi = Vec::with_capacity(t.slots.len());
-        for (i, (s, h)) in t.slots.iter().zip(t.slots.hi()).enumerate() {
-            let (v, h) = (s.load(Ordering::Relaxed), h.load(Ordering::Relaxed));
-            if v == EMPTY || v == DELETED {
-                slots.push(v);
-                hi.push(0);
-                continue;
-            }
-            let c = t.slots.ctrl(i, Ordering::Relaxed);
-            let (slot, high) = to_ckpt(v & OFFSET_MASK, tag_from(c, v, h));
-            slots.push(slot);
-            hi.push(high);
+        RawTable {
+            slots: t.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
+            ctrl: t
+                .slots
+                .ctrl_words()
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            hi: t
+                .slots
+                .hi()
+                .iter()
+                .map(|h| h.load(Ordering::Relaxed))
+                .collect(),
         }
-        (slots, hi)
+    }
+
+    /// The table in the checkpoint's layout: every slot as the 48-bit
+    /// offset plus the tag's low 16 bits, and the tag's high 16 bits beside
+    /// (`from_snapshot` reads it back).
+    pub fn snapshot(&self, w: &MemWriter) -> (Vec<u64>, Vec<u16>) {
+        self.raw_copy(w).into_checkpoint()
     }
 
     /// Rebuilds an index from checkpointed slots (in the checkpoint's
