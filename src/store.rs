@@ -1223,6 +1223,11 @@ impl PayloadStore {
     pub fn save_index(&self) -> Result<()> {
         self.writable()?;
         let mut mark = self.checkpoint.lock();
+        // the checkpoint lock is held: no compaction can switch logs now
+        let buf = match &self.gen.load().index {
+            Index::Mem(m) => Some(m.copy_buffer()),
+            _ => None,
+        };
         let mut w = self.writer.lock();
         // the checkpoint lock is held: no compaction can switch logs now
         let g = self.gen.load();
@@ -1240,10 +1245,11 @@ impl PayloadStore {
                 // (a few ms at 1M ids; the conversion to the checkpoint's
                 // layout took 9-15 ms there), the fsync outside it: the
                 // checkpoint reaches the disk only after the log it covers.
-                let raw = m.raw_copy(mw);
+                let raw = m.raw_copy(mw, buf.expect("taken for the HashMap backend"));
                 let (last_record, counters) = (w.last_record, w.counters);
                 drop(w);
-                let (slots, hi) = raw.into_checkpoint();
+                let (slots, hi) = raw.to_checkpoint();
+                drop(raw);
                 let header = CheckpointHeader {
                     backend: format::CKPT_BACKEND_MEMORY,
                     salt: g.salt,

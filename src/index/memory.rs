@@ -530,30 +530,24 @@ impl MemWriter {
 
 /// A copy of a table's slots, control words and high tag bytes (see
 /// `MemIndex::raw_copy`).
-pub struct RawTable {
-    slots: Vec<u64>,
-    ctrl: Vec<u64>,
-    hi: Vec<u8>,
-}
+pub struct RawTable(Slots);
 
 impl RawTable {
-    /// The checkpoint's layout (see `MemIndex::snapshot`), converted in
-    /// place: the copy's slots become the checkpoint's.
-    pub fn into_checkpoint(self) -> (Vec<u64>, Vec<u16>) {
-        let RawTable {
-            mut slots,
-            ctrl,
-            hi: hi8,
-        } = self;
-        let mut hi = Vec::with_capacity(slots.len());
-        for (i, (v, &h)) in slots.iter_mut().zip(&hi8).enumerate() {
-            if *v == EMPTY || *v == DELETED {
+    /// The checkpoint's layout (see `MemIndex::snapshot`).
+    pub fn to_checkpoint(&self) -> (Vec<u64>, Vec<u16>) {
+        let t = &self.0;
+        let mut slots = Vec::with_capacity(t.len());
+        let mut hi = Vec::with_capacity(t.len());
+        for (i, (s, h)) in t.iter().zip(t.hi()).enumerate() {
+            let (v, h) = (s.load(Ordering::Relaxed), h.load(Ordering::Relaxed));
+            if v == EMPTY || v == DELETED {
+                slots.push(v);
                 hi.push(0);
                 continue;
             }
-            let c = (ctrl[i / 8] >> (8 * (i % 8))) as u8;
-            let (slot, high) = to_ckpt(*v & OFFSET_MASK, tag_from(c, *v, h));
-            *v = slot;
+            let c = t.ctrl(i, Ordering::Relaxed);
+            let (slot, high) = to_ckpt(v & OFFSET_MASK, tag_from(c, v, h));
+            slots.push(slot);
             hi.push(high);
         }
         (slots, hi)
@@ -802,33 +796,36 @@ impl MemIndex {
         self.table.load().cap() * BYTES_PER_SLOT
     }
 
+    /// Room for a copy of the current table, its pages mapped in: taken
+    /// before the writer lock, so that `raw_copy` under it only copies.
+    pub fn copy_buffer(&self) -> RawTable {
+        let s = Slots::zeroed(self.table.load().slots.len());
+        s.touch();
+        RawTable(s)
+    }
+
     /// A plain copy of the table's arrays, cheap enough to take under the
-    /// writer lock (about a memory copy); `RawTable::into_checkpoint` turns
-    /// it into the checkpoint's layout afterwards.
-    pub fn raw_copy(&self, w: &MemWriter) -> RawTable {
-        let t = &w.table;
-        RawTable {
-            slots: t.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
-            ctrl: t
-                .slots
-                .ctrl_words()
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-            hi: t
-                .slots
-                .hi()
-                .iter()
-                .map(|h| h.load(Ordering::Relaxed))
-                .collect(),
-        }
+    /// writer lock (about a memory copy into `buf`, when it still fits the
+    /// table); `RawTable::to_checkpoint` turns it into the checkpoint's
+    /// layout afterwards. Its memory is mapped for a large table, so that
+    /// freeing it returns it to the system (heap copies stayed in the
+    /// allocator: +3 B of RSS per payload after `save_index`).
+    pub fn raw_copy(&self, w: &MemWriter, buf: RawTable) -> RawTable {
+        let src = &w.table.slots;
+        let buf = if buf.0.len() == src.len() {
+            buf
+        } else {
+            RawTable(Slots::zeroed(src.len())) // the table grew meanwhile
+        };
+        buf.0.copy_from(src);
+        buf
     }
 
     /// The table in the checkpoint's layout: every slot as the 48-bit
     /// offset plus the tag's low 16 bits, and the tag's high 16 bits beside
     /// (`from_snapshot` reads it back).
     pub fn snapshot(&self, w: &MemWriter) -> (Vec<u64>, Vec<u16>) {
-        self.raw_copy(w).into_checkpoint()
+        self.raw_copy(w, RawTable(Slots::zeroed(0))).to_checkpoint()
     }
 
     /// Rebuilds an index from checkpointed slots (in the checkpoint's

@@ -77,6 +77,36 @@ impl Slots {
         ))
     }
 
+    /// Writes a zero into every page of the three arrays, so that a later
+    /// `copy_from` finds them mapped in (no page faults while it runs).
+    pub fn touch(&self) {
+        const PAGE: usize = 4096;
+        for s in self.iter().step_by(PAGE / 8) {
+            s.store(0, Ordering::Relaxed);
+        }
+        for c in self.ctrl_words().iter().step_by(PAGE / 8) {
+            c.store(0, Ordering::Relaxed);
+        }
+        for h in self.hi().iter().step_by(PAGE) {
+            h.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Overwrites all three arrays with those of `src` (same length). Only
+    /// the writer of `src` may call it, as for every store into a table.
+    pub fn copy_from(&self, src: &Slots) {
+        assert_eq!(self.len(), src.len());
+        for (d, s) in self.iter().zip(src.iter()) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for (d, s) in self.ctrl_words().iter().zip(src.ctrl_words()) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for (d, s) in self.hi().iter().zip(src.hi()) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// One byte per slot for the table's own use (the high tag bits).
     #[inline]
     pub fn hi(&self) -> &[AtomicU8] {
