@@ -1224,10 +1224,15 @@ impl PayloadStore {
         self.writable()?;
         let mut mark = self.checkpoint.lock();
         // the checkpoint lock is held: no compaction can switch logs now
-        let buf = match &self.gen.load().index {
+        let g = self.gen.load();
+        if mark.saved_at.is_some() && mark.covered_end == g.seg.committed() {
+            return Ok(()); // nothing appended since the last checkpoint
+        }
+        let buf = match &g.index {
             Index::Mem(m) => Some(m.copy_buffer()),
             _ => None,
         };
+        drop(g);
         let mut w = self.writer.lock();
         // the checkpoint lock is held: no compaction can switch logs now
         let g = self.gen.load();
