@@ -1066,48 +1066,67 @@ mod tests {
 
     /// One random change through the writer, mirrored in `model` (id →
     /// offset) and `at` (offset → id); returns it as the journal has it.
-    fn random_change(
-        idx: &MemIndex,
-        w: &mut MemWriter,
-        rng: &mut crate::test_rng::XorShift,
-        model: &mut HashMap<u128, u64>,
-        at: &mut HashMap<u64, u128>,
-        next_off: &mut u64,
-        ids: u128,
-    ) -> Change {
-        let id = u128::from(rng.next()) % ids;
-        let tag = tag_of(id);
-        let old = model.get(&id).copied().unwrap_or(0);
-        if old != 0 && rng.next().is_multiple_of(3) {
-            assert_eq!(idx.remove(w, id, |o| at.get(&o) == Some(&id)), Some(old));
-            model.remove(&id);
-            return Change { tag, old, new: 0 };
-        }
-        *next_off += 8;
-        let new = *next_off;
-        at.insert(new, id);
-        let prev = idx.upsert(w, id, new, |o| at.get(&o) == Some(&id));
-        assert_eq!(prev.unwrap_or(0), old);
-        model.insert(id, new);
-        Change { tag, old, new }
+    /// An index's expected state under random changes: the live entries,
+    /// the id each offset was written for, and the next offset to write.
+    struct Churn {
+        rng: crate::test_rng::XorShift,
+        model: HashMap<u128, u64>,
+        at: HashMap<u64, u128>,
+        next_off: u64,
     }
 
-    fn assert_holds(
-        idx: &MemIndex,
-        model: &HashMap<u128, u64>,
-        at: &HashMap<u64, u128>,
-        ids: u128,
-    ) {
-        for id in 0..ids {
-            assert_eq!(
-                idx.get(id, |o| at.get(&o) == Some(&id)),
-                model.get(&id).copied(),
-                "id {id}"
-            );
+    impl Churn {
+        fn new(seed: u64) -> Churn {
+            Churn {
+                rng: crate::test_rng::XorShift(seed),
+                model: HashMap::new(),
+                at: HashMap::new(),
+                next_off: 1000,
+            }
         }
-        let mut count = 0;
-        idx.for_each_offset(|_| count += 1);
-        assert_eq!(count, model.len());
+
+        /// Forgets every entry (the random sequence goes on).
+        fn clear(&mut self) {
+            self.model.clear();
+            self.at.clear();
+            self.next_off = 1000;
+        }
+
+        /// Deletes (a third of the time) or upserts a random id below
+        /// `ids`, checking what the index reports, and returns the change.
+        fn change(&mut self, idx: &MemIndex, w: &mut MemWriter, ids: u128) -> Change {
+            let id = u128::from(self.rng.next()) % ids;
+            let tag = tag_of(id);
+            let old = self.model.get(&id).copied().unwrap_or(0);
+            let at = &mut self.at;
+            if old != 0 && self.rng.next().is_multiple_of(3) {
+                assert_eq!(idx.remove(w, id, |o| at.get(&o) == Some(&id)), Some(old));
+                self.model.remove(&id);
+                return Change { tag, old, new: 0 };
+            }
+            self.next_off += 8;
+            let new = self.next_off;
+            at.insert(new, id);
+            let prev = idx.upsert(w, id, new, |o| at.get(&o) == Some(&id));
+            assert_eq!(prev.unwrap_or(0), old);
+            self.model.insert(id, new);
+            Change { tag, old, new }
+        }
+
+        /// The index holds exactly the expected entries among ids below `ids`.
+        fn assert_holds(&self, idx: &MemIndex, ids: u128) {
+            let at = &self.at;
+            for id in 0..ids {
+                assert_eq!(
+                    idx.get(id, |o| at.get(&o) == Some(&id)),
+                    self.model.get(&id).copied(),
+                    "id {id}"
+                );
+            }
+            let mut count = 0;
+            idx.for_each_offset(|_| count += 1);
+            assert_eq!(count, self.model.len());
+        }
     }
 
     /// Growing in the background, with every interleaving of the helper's
@@ -1118,61 +1137,37 @@ mod tests {
     /// the counts right for further growth.
     #[test]
     fn a_copy_interleaved_with_changes_ends_in_the_current_state() {
-        let mut rng = crate::test_rng::XorShift(0x005e_ed0f_9a0e);
+        let mut c = Churn::new(0x005e_ed0f_9a0e);
         for round in 0..20 {
             let ids = 3000u128;
             let (idx, mut w) = MemIndex::new(4000);
             idx.reserve(&mut w, 4000); // no shrinking either
             w.grow_in_background_from = u64::MAX; // the test is the helper
-            let (mut model, mut at, mut next_off) = (HashMap::new(), HashMap::new(), 1000u64);
+            c.clear();
             for _ in 0..2000 {
-                random_change(
-                    &idx,
-                    &mut w,
-                    &mut rng,
-                    &mut model,
-                    &mut at,
-                    &mut next_off,
-                    ids,
-                );
+                c.change(&idx, &mut w, ids);
             }
             let old = w.table.clone();
             let new = Table::new(capacity_for(4000) * 3 / 2);
             let words = old.slots.ctrl_words().len();
             let (mut copied, mut journal, mut pos) = (0, Vec::new(), 0);
             while pos < words {
-                let step = 1 + (rng.next() % 40) as usize;
+                let step = 1 + (c.rng.next() % 40) as usize;
                 copied += old.copy_into(&new, pos..(pos + step).min(words));
                 pos += step;
-                for _ in 0..rng.next() % (5 + round) {
-                    let ch = random_change(
-                        &idx,
-                        &mut w,
-                        &mut rng,
-                        &mut model,
-                        &mut at,
-                        &mut next_off,
-                        ids,
-                    );
+                for _ in 0..c.rng.next() % (5 + round) {
+                    let ch = c.change(&idx, &mut w, ids);
                     journal.push(ch);
                 }
             }
             assert_eq!(w.table.cap(), old.cap(), "no rebuild meanwhile");
             idx.install(&mut w, new, copied, journal);
-            assert_holds(&idx, &model, &at, ids);
+            c.assert_holds(&idx, ids);
             // and it goes on working: more changes, growing again
             for _ in 0..6000 {
-                random_change(
-                    &idx,
-                    &mut w,
-                    &mut rng,
-                    &mut model,
-                    &mut at,
-                    &mut next_off,
-                    8000,
-                );
+                c.change(&idx, &mut w, 8000);
             }
-            assert_holds(&idx, &model, &at, 8000);
+            c.assert_holds(&idx, 8000);
         }
     }
 
@@ -1184,8 +1179,7 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         let (idx, mut w) = MemIndex::new(0);
         w.grow_in_background_from = 256;
-        let mut rng = crate::test_rng::XorShift(0x0dd_ba11);
-        let (mut model, mut at, mut next_off) = (HashMap::new(), HashMap::new(), 1000u64);
+        let mut c = Churn::new(0x0dd_ba11);
         // ids 1 << 64 .. + 500 are inserted first and never changed
         let stable: Vec<(u128, u64)> = (0..500u128)
             .map(|k| ((1 << 64) + k, (1 << 40) + k as u64 * 8))
@@ -1220,15 +1214,7 @@ mod tests {
             for k in 0..200_000u64 {
                 // ids grow with k, so the table keeps growing
                 let ids = 1000 + u128::from(k / 2);
-                let ch = random_change(
-                    &idx,
-                    &mut w,
-                    &mut rng,
-                    &mut model,
-                    &mut at,
-                    &mut next_off,
-                    ids,
-                );
+                let ch = c.change(&idx, &mut w, ids);
                 assert!(ch.new != 0 || ch.old != 0);
                 if w.table.cap() != cap {
                     grew += 1;
@@ -1238,11 +1224,11 @@ mod tests {
         });
         assert!(grew >= 5, "grew {grew} times");
         for &(id, off) in &stable {
-            model.insert(id, off);
-            at.insert(off, id);
+            c.model.insert(id, off);
+            c.at.insert(off, id);
         }
         // ids below 101_000 were used; the stable ones are counted too
-        assert_holds(&idx, &model, &at, 101_000);
+        c.assert_holds(&idx, 101_000);
     }
 
     /// A growth whose helper is done is published by `settle`, with no
