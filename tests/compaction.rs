@@ -43,6 +43,19 @@ fn fill(s: &PayloadStore, n: u128) -> (HashMap<u128, Vec<u8>>, Vec<u128>) {
     (model, deleted)
 }
 
+/// `fill` on a new store at `dir`, which is then closed (a template that
+/// each round copies).
+fn filled_and_closed(
+    dir: &Path,
+    backend: IndexBackend,
+    n: u128,
+) -> (HashMap<u128, Vec<u8>>, Vec<u128>) {
+    let s = PayloadStore::open_with_options(dir, Options::default().backend(backend)).unwrap();
+    let m = fill(&s, n);
+    s.close().unwrap();
+    m
+}
+
 fn assert_holds(s: &PayloadStore, model: &HashMap<u128, Vec<u8>>, deleted: &[u128]) {
     assert_eq!(s.len(), model.len());
     for (&id, want) in model {
@@ -215,13 +228,7 @@ fn a_failed_write_sync_or_rename_leaves_the_store_as_it_was() {
     for backend in backends() {
         let t = TempDir::new("compact-faults");
         let template = t.path().join("template");
-        let (model, deleted) = {
-            let s = PayloadStore::open_with_options(&template, Options::default().backend(backend))
-                .unwrap();
-            let m = fill(&s, 300);
-            s.close().unwrap();
-            m
-        };
+        let (model, deleted) = filled_and_closed(&template, backend, 300);
         // count the operations of a clean compaction
         let count = {
             let dir = t.path().join("count");
@@ -294,13 +301,7 @@ fn kill_9_during_compaction() {
     for backend in backends() {
         let t = TempDir::new("compact-kill");
         let template = t.path().join("template");
-        let (model, deleted) = {
-            let s = PayloadStore::open_with_options(&template, Options::default().backend(backend))
-                .unwrap();
-            let m = fill(&s, 1500);
-            s.close().unwrap();
-            m
-        };
+        let (model, deleted) = filled_and_closed(&template, backend, 1500);
         let mut rng = Rng(0xC0FFEE ^ backend as u64);
         let mut generations = Vec::new();
         for round in 0..6 {
