@@ -488,7 +488,7 @@ impl PayloadStore {
             _lock: lock,
         };
         store.report_recovery();
-        store.check_memory(&mut store.writer.lock());
+        store.check_memory(&store.gen.load(), &mut store.writer.lock());
         Ok(store)
     }
 
@@ -616,8 +616,7 @@ impl PayloadStore {
         if let Err(e) = apply(&g.seg, &g.index, &mut w, off, header) {
             return Err(self.index_failed(e));
         }
-        drop(g);
-        self.after_write(w)?;
+        self.after_write(&g, w)?;
         Ok(off)
     }
 
@@ -799,8 +798,7 @@ impl PayloadStore {
                 return Err(self.index_failed(e));
             }
         }
-        drop(g);
-        self.after_write(w)?;
+        self.after_write(&g, w)?;
         Ok(Some(
             records
                 .iter()
@@ -833,9 +831,10 @@ impl PayloadStore {
     /// What follows every write: figures, memory warnings, the sync policy
     /// (inside the writer lock for `EveryAppend`, outside it for
     /// `GroupCommit`) and the automatic checkpoint.
-    fn after_write(&self, mut w: parking_lot::MutexGuard<'_, Writer>) -> Result<()> {
+    /// `g`: the generation the write went to (loaded under the lock).
+    fn after_write(&self, g: &Gen, mut w: parking_lot::MutexGuard<'_, Writer>) -> Result<()> {
         self.live.store(w.counters.live, Ordering::Relaxed);
-        self.check_memory(&mut w);
+        self.check_memory(g, &mut w);
         let end = w.cur.end;
         if self.opts.sync == SyncPolicy::EveryAppend {
             self.sync_to(end)?;
@@ -883,11 +882,11 @@ impl PayloadStore {
         Ok(true)
     }
 
-    fn check_memory(&self, w: &mut Writer) {
+    fn check_memory(&self, g: &Gen, w: &mut Writer) {
         let Some(&threshold) = self.opts.memory_warnings.get(w.next_warning) else {
             return;
         };
-        let bytes = self.gen.load().index.memory_bytes(&w.ix);
+        let bytes = g.index.memory_bytes(&w.ix);
         if bytes >= threshold {
             w.next_warning += 1;
             self.emit(
@@ -907,7 +906,7 @@ impl PayloadStore {
         // machine crash while the store is idle (the next append dirties the
         // table again). Flushing the table from inside an append would only
         // add a stall: it happens at `save_index` and `close`.
-        if every == 0 || matches!(self.gen.load().index, Index::Disk(_)) {
+        if every == 0 || self.opts.backend == IndexBackend::DiskHash {
             return;
         }
         // A checkpoint being saved holds this lock throughout (snapshot,
